@@ -1,0 +1,116 @@
+"""The aiohttp application: ``/``, ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload``."""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from exporter import __version__
+from exporter.collector import ResultStore
+from exporter.config import Config, ConfigError, builtin_config, load_config
+from exporter.scheduler import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The running exporter: where its config comes from, its store and its engine."""
+
+    config_file: str | None
+    store: ResultStore
+    engine: Engine
+    config: Config | None = None
+
+    def load(self) -> Config:
+        """Read the config file, or the built-in presets when there is none."""
+        return load_config(self.config_file) if self.config_file else builtin_config()
+
+    def reload(self) -> str | None:
+        """Apply the config afresh; on error keep the running one and return the error."""
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            self.store.reload_successful = False
+            log.error("reload failed, keeping the running configuration: %s", exc)  # noqa: TRY400 - the error text is the message
+            return str(exc)
+        self.config = config
+        self.engine.apply(config)
+        log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+        return None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def make_app(
+    runtime: Runtime, registry: CollectorRegistry, telemetry_path: str = "/metrics"
+) -> web.Application:
+    """Build the application around a runtime and a metrics registry."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/", _landing_page(telemetry_path))
+    app.router.add_get(telemetry_path, make_aiohttp_handler(registry))
+    app.router.add_get("/-/healthy", _healthy)
+    app.router.add_get("/-/ready", _ready)
+    app.router.add_post("/-/reload", _reload)
+    return app
+
+
+async def _healthy(_: web.Request) -> web.Response:
+    return web.Response(text="Healthy.\n")
+
+
+async def _ready(request: web.Request) -> web.Response:
+    if request.app[RUNTIME].config is None:
+        return web.Response(status=503, text="Not ready: no configuration loaded.\n")
+    return web.Response(text="Ready.\n")
+
+
+async def _reload(request: web.Request) -> web.Response:
+    error = request.app[RUNTIME].reload()
+    if error is not None:
+        return web.Response(status=500, text=f"failed to reload config:\n{error}\n")
+    return web.Response(text="Reloaded.\n")
+
+
+def _landing_page(telemetry_path: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        runtime = request.app[RUNTIME]
+        rows = []
+        for name, record in runtime.store.records.items():
+            last = record.last
+            verdict = "pending" if last is None else ("ok" if last.success else "FAILED")
+            reason = "" if last is None or last.reason is None else str(last.reason)
+            duration = "" if last is None else f"{last.duration_seconds * 1000:.1f} ms"
+            detail = "" if last is None else last.detail
+            cells = (
+                name,
+                record.config.kind,
+                record.config.target,
+                verdict,
+                reason,
+                duration,
+                detail,
+            )
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        body = (
+            "<!DOCTYPE html><html><head><title>egress-exporter</title></head><body>"
+            f"<h1>egress-exporter {html.escape(__version__)}</h1>"
+            "<p>Probes the cloud egress paths endpoint-security agents depend on.</p>"
+            f'<ul><li><a href="{html.escape(telemetry_path)}">Metrics</a></li>'
+            '<li><a href="-/healthy">Health</a></li><li><a href="-/ready">Ready</a></li></ul>'
+            "<table border=1><tr><th>probe</th><th>kind</th><th>target</th><th>last result</th>"
+            "<th>reason</th><th>duration</th><th>detail</th></tr>"
+            + "".join(rows)
+            + "</table></body></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+
+    return handler

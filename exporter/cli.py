@@ -1,0 +1,307 @@
+"""Command line: the exporter (exporter-toolkit flag names) and the ``check`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from exporter import __version__
+from exporter.app import Runtime, make_app
+from exporter.collector import EgressCollector, ResultStore
+from exporter.config import Config, ConfigError, builtin_config, load_config
+from exporter.results import CURL_CODES, FIX_HINTS, ProbeResult
+from exporter.scheduler import Engine, run_all_once
+from exporter.status import Verdict, evaluate
+
+log = logging.getLogger("exporter")
+EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2
+_SHUTDOWN_SECONDS = 1.0
+
+
+class _LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        message = record.getMessage().replace('"', '\\"')
+        line = (
+            f"time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+            f'source={record.name} msg="{message}"'
+        )
+        if record.exc_info:
+            trace = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'")
+            line += f' err="{trace}"'
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "source": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["err"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="FILE",
+        help="YAML config file; without it the built-in vendor presets run.",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warn", "error"),
+        help="Only log messages at or above this level.",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=("logfmt", "json"),
+        help="Log line format.",
+    )
+    parser.add_argument(
+        "--probe.max-concurrency",
+        dest="max_concurrency",
+        type=int,
+        default=64,
+        help="Most probe runs in flight at once.",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="egress-exporter",
+        description="Probe the egress paths of endpoint-security agents and export the results "
+        "to Prometheus. 'egress-exporter check' runs every probe once and prints a report.",
+    )
+    _common_flags(parser)
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        metavar="[HOST]:PORT",
+        help="Address to listen on (repeatable). Default :10115.",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="Path under which to expose metrics.",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="no_exporter_metrics",
+        action="store_true",
+        help="Leave out the process_* and python_* metrics about the exporter itself.",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="Validate the config and exit (0 valid, 2 invalid).",
+    )
+    parser.add_argument("--version", action="version", version=f"egress-exporter {__version__}")
+    return parser
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="egress-exporter check",
+        description="Run every configured probe once and report. Exit 0 when all succeed, 1 when "
+        "any fails, 2 on a config error.",
+    )
+    _common_flags(parser)
+    parser.add_argument("--output", choices=("table", "json"), default="table")
+    return parser
+
+
+def _load(config_file: str | None) -> Config:
+    return load_config(config_file) if config_file else builtin_config()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``egress-exporter`` command."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    is_check = bool(args_list) and args_list[0] == "check"
+    args = (_check_parser() if is_check else _parser()).parse_args(args_list[is_check:])
+    _setup_logging(args.log_level if not is_check else "error", args.log_format)
+    try:
+        config = _load(args.config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        return EXIT_CONFIG
+    if is_check:
+        return asyncio.run(_check(config, args.output, args.max_concurrency, sys.stdout))
+    if args.config_check:
+        print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
+        return EXIT_OK
+    _setup_logging(args.log_level, args.log_format)
+    asyncio.run(_serve(args, config))
+    return EXIT_OK
+
+
+def _listen_addresses(values: Sequence[str] | None) -> list[tuple[str | None, int]]:
+    addresses = []
+    for value in values or [":10115"]:
+        host, _, port = value.rpartition(":")
+        addresses.append((host.strip("[]") or None, int(port)))
+    return addresses
+
+
+async def _serve(args: argparse.Namespace, config: Config) -> None:
+    log.info("Starting egress-exporter version=%s", __version__)
+    log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+    store = ResultStore()
+    runtime = Runtime(args.config_file, store, Engine(store, args.max_concurrency))
+    runtime.config = config
+    runtime.engine.apply(config)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EgressCollector(store))
+    if not args.no_exporter_metrics:
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=registry)
+    runner = web.AppRunner(
+        make_app(runtime, registry, args.telemetry_path),
+        access_log=None,
+        shutdown_timeout=_SHUTDOWN_SECONDS,
+    )
+    await runner.setup()
+    for host, port in _listen_addresses(args.listen):
+        await web.TCPSite(runner, host, port).start()
+        log.info("Listening on address=%s:%d", host or "", port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("Shutting down")
+    await runtime.engine.stop()
+    await runner.cleanup()
+
+
+async def _check(config: Config, output: str, max_concurrency: int, out: TextIO) -> int:
+    results = await run_all_once(config, max_concurrency)
+    verdicts = evaluate(config, {r.probe: r for r in results})
+    if output == "json":
+        json.dump(_check_json(config, results, verdicts), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(_check_table(config, results, verdicts))
+    return EXIT_OK if all(r.success for r in results) else EXIT_DEGRADED
+
+
+def _check_json(
+    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
+) -> dict[str, Any]:
+    probes = []
+    for result in results:
+        probe = config.probe(result.probe)
+        probes.append(
+            {
+                "name": probe.name,
+                "kind": probe.kind,
+                "target": probe.target,
+                "group": probe.group,
+                "success": result.success,
+                "reason": None if result.reason is None else str(result.reason),
+                "curl_code": None if result.reason is None else CURL_CODES.get(result.reason),
+                "duration_seconds": round(result.duration_seconds, 6),
+                "phases": {k: round(v, 6) for k, v in result.phases.items()},
+                "facts": dict(result.facts),
+                "detail": result.detail,
+                "hint": None if result.reason is None else FIX_HINTS[result.reason],
+                "endpoints": [
+                    {
+                        "address": e.address,
+                        "success": e.success,
+                        "reason": None if e.reason is None else str(e.reason),
+                        "phases": {k: round(v, 6) for k, v in e.phases.items()},
+                        "detail": e.detail,
+                    }
+                    for e in result.endpoints
+                ],
+            }
+        )
+    states = [
+        {
+            "metric": f"egress_{v.metric}",
+            "labels": dict(v.labels),
+            "state": v.state,
+            "detail": v.detail,
+        }
+        for v in verdicts
+    ]
+    return {"probes": probes, "states": states}
+
+
+def _check_table(
+    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
+) -> str:
+    rows = [("PROBE", "TARGET", "VERDICT", "REASON", "LATENCY", "FIX")]
+    for result in results:
+        probe = config.probe(result.probe)
+        reason = "" if result.reason is None else str(result.reason)
+        curl = CURL_CODES.get(result.reason) if result.reason else None
+        if curl is not None:
+            reason += f" (curl {curl})"
+        rows.append(
+            (
+                probe.name,
+                probe.target,
+                "ok" if result.success else "FAIL",
+                reason,
+                f"{result.duration_seconds * 1000:.1f} ms",
+                "" if result.reason is None else FIX_HINTS[result.reason],
+            )
+        )
+        for endpoint in result.endpoints if len(result.endpoints) > 1 else ():
+            verdict = "ok" if endpoint.success else "FAIL"
+            why = "" if endpoint.reason is None else f"{endpoint.reason}: {endpoint.detail}"
+            rows.append((f"  {endpoint.address}", "", verdict, why, "", ""))
+    text = _columns(rows)
+    failed = [r for r in results if not r.success]
+    if failed:
+        text += "\nDetails:\n" + "".join(f"  {r.probe}: {r.detail}\n" for r in failed)
+    if verdicts:
+        state_rows = [("STATE", "LABELS", "VALUE", "WHY")]
+        state_rows += [
+            (f"egress_{v.metric}", ",".join(f"{k}={x}" for k, x in v.labels), v.state, v.detail)
+            for v in verdicts
+        ]
+        text += "\n" + _columns(state_rows)
+    return text
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines) + "\n"

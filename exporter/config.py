@@ -1,0 +1,324 @@
+"""YAML config -> a validated, frozen :class:`Config`; presets are expanded here.
+
+Errors name the file, the line and the key path (``config.yml:14: probes[2].port: must be
+between 1 and 65535``), so a reload that fails can be fixed without guessing.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import Discriminator, Field, TypeAdapter, ValidationError
+
+from exporter.probes import KINDS
+from exporter.probes.base import Duration, ProbeConfig, StrictModel
+
+Location = tuple[str | int, ...]
+BUILTIN_PRESETS = ("umbrella", "withsecure")
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; each line of the message names file, line and key."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        """Collect every problem found, not just the first."""
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class Defaults(StrictModel):
+    """Values a probe inherits when it does not set them."""
+
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+
+
+class StatesSettings(StrictModel):
+    """How derived protection states are decided."""
+
+    consecutive: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class PresetRef(StrictModel):
+    """A preset included with its settings overridden."""
+
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConfigFile(StrictModel):
+    """The top level of a config file."""
+
+    presets: list[str | PresetRef] = Field(default_factory=list)
+    defaults: Defaults = Field(default_factory=Defaults)
+    states: StatesSettings = Field(default_factory=StatesSettings)
+    probes: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The running configuration."""
+
+    source: str
+    probes: tuple[ProbeConfig, ...]
+    states: StatesSettings = field(default_factory=StatesSettings)
+
+    def probe(self, name: str) -> ProbeConfig:
+        """Look a probe up by name."""
+        return next(p for p in self.probes if p.name == name)
+
+
+@dataclass(frozen=True)
+class _Document:
+    """Parsed YAML with the line of every key path."""
+
+    path: str
+    data: Any
+    lines: Mapping[Location, int]
+
+    def line(self, location: Location) -> int:
+        """The line of ``location`` or of its nearest parent that has one."""
+        for end in range(len(location), -1, -1):
+            if location[:end] in self.lines:
+                return self.lines[location[:end]]
+        return 1
+
+
+@dataclass(frozen=True)
+class _RawProbe:
+    """A probe mapping before validation, with where it came from for error messages.
+
+    A user's probe is located by its own key path; a preset's probe by the ``presets[i]``
+    entry that included it (``preset``), since that is where the user can change it.
+    """
+
+    data: dict[str, Any]
+    document: _Document
+    location: Location
+    preset: str = ""
+
+    def position(self, within: Location) -> str:
+        """``file:line`` of a key path inside this probe."""
+        location = self.location if self.preset else (*self.location, *within)
+        return f"{self.document.path}:{self.document.line(location)}"
+
+    def problem(self, within: Location, message: str) -> str:
+        """Describe a problem at ``within`` (a key path inside this probe)."""
+        if not self.preset:
+            return _problem(self.document, (*self.location, *within), message)
+        where = f"{format_location(self.location)} ({self.preset} probe '{self.data.get('name')}')"
+        inner = f".{format_location(within)}" if within else ""
+        return (
+            f"{self.document.path}:{self.document.line(self.location)}: {where}{inner}: {message}"
+        )
+
+
+def _parse_yaml(text: str, path: str) -> _Document:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    lines: dict[Location, int] = {}
+    problems: list[str] = []
+    if root is not None:
+        _index_lines(root, (), lines, problems, path)
+    if problems:
+        raise ConfigError(problems)
+    return _Document(path, data if data is not None else {}, lines)
+
+
+def _index_lines(
+    node: yaml.Node, location: Location, lines: dict[Location, int], problems: list[str], path: str
+) -> None:
+    lines[location] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                problems.append(
+                    f"{path}:{key_node.start_mark.line + 1}: {format_location((*location, key))}: "
+                    "duplicate key"
+                )
+            seen.add(key)
+            _index_lines(value_node, (*location, key), lines, problems, path)
+            lines[(*location, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*location, index), lines, problems, path)
+
+
+def format_location(location: Location) -> str:
+    """``('probes', 2, 'port')`` -> ``probes[2].port``."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        tag = error.get("ctx", {}).get("tag")
+        known = ", ".join(sorted(KINDS))
+        return (
+            f"unknown kind '{tag}' (known: {known})" if tag else f"missing kind (known: {known})"
+        )
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _issues(exc: ValidationError, strip_tag: bool = False) -> Iterator[tuple[Location, str]]:
+    for error in exc.errors():
+        loc: Location = tuple(error["loc"])
+        if strip_tag and loc and loc[0] in KINDS:
+            loc = loc[1:]
+        if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+            loc = (*loc, "kind")
+        yield loc, _message(error)
+
+
+def _problem(document: _Document, location: Location, message: str) -> str:
+    return f"{document.path}:{document.line(location)}: {format_location(location)}: {message}"
+
+
+def _probe_adapter() -> TypeAdapter[ProbeConfig]:
+    models = tuple(kind.config for kind in KINDS.values())
+    union = Annotated[Union[models], Discriminator("kind")]  # type: ignore[valid-type]  # noqa: UP007 - built at run time
+    return TypeAdapter(union)
+
+
+def _preset_document(name: str) -> _Document:
+    resource = resources.files("exporter.presets").joinpath(f"{name}.yaml")
+    return _parse_yaml(resource.read_text(encoding="utf-8"), f"<preset {name}>")
+
+
+def _substitute(value: Any, settings: Mapping[str, Any]) -> Any:  # noqa: ANN401 - YAML values
+    if isinstance(value, dict):
+        return {k: _substitute(v, settings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, settings) for v in value]
+    if isinstance(value, str):
+        whole = _PLACEHOLDER.fullmatch(value)
+        if whole:
+            return settings[whole.group(1)]
+        return _PLACEHOLDER.sub(lambda m: str(settings[m.group(1)]), value)
+    return value
+
+
+def _expand_preset(
+    ref: str | PresetRef, index: int, document: _Document, problems: list[str]
+) -> list[_RawProbe]:
+    name = ref if isinstance(ref, str) else ref.name
+    overrides = {} if isinstance(ref, str) else ref.settings
+    here = ("presets", index)
+    available = sorted(p.stem for p in _preset_files())
+    if name not in available:
+        problems.append(
+            _problem(document, here, f"unknown preset '{name}' (known: {', '.join(available)})")
+        )
+        return []
+    preset = _preset_document(name)
+    settings = dict(preset.data.get("settings") or {})
+    for key in overrides:
+        if key not in settings:
+            known = ", ".join(sorted(settings))
+            problems.append(
+                _problem(
+                    document,
+                    (*here, "settings", key),
+                    f"unknown setting for preset '{name}' (known: {known})",
+                )
+            )
+    settings.update(overrides)
+    expanded = []
+    for raw in preset.data.get("probes") or []:
+        probe = _substitute(copy.deepcopy(raw), settings)
+        condition = probe.pop("when", None)
+        if condition is not None and not settings.get(condition):
+            continue
+        expanded.append(_RawProbe(probe, document, here, name))
+    return expanded
+
+
+def _preset_files() -> list[Path]:
+    directory = resources.files("exporter.presets")
+    return [Path(str(entry)) for entry in directory.iterdir() if entry.name.endswith(".yaml")]
+
+
+def _validate_probes(
+    raw_probes: Sequence[_RawProbe], defaults: Defaults, problems: list[str]
+) -> list[ProbeConfig]:
+    adapter = _probe_adapter()
+    probes: list[ProbeConfig] = []
+    first_seen: dict[str, str] = {}
+    for raw in raw_probes:
+        data = {"interval": defaults.interval, "timeout": defaults.timeout, **raw.data}
+        try:
+            probe = adapter.validate_python(data)
+        except ValidationError as exc:
+            problems.extend(raw.problem(loc, msg) for loc, msg in _issues(exc, strip_tag=True))
+            continue
+        if probe.name in first_seen:
+            problems.append(
+                raw.problem(
+                    ("name",),
+                    f"duplicate probe name '{probe.name}' (first defined at "
+                    f"{first_seen[probe.name]})",
+                )
+            )
+            continue
+        first_seen[probe.name] = raw.position(("name",))
+        probes.append(probe)
+    return probes
+
+
+def _build(document: _Document) -> Config:
+    if not isinstance(document.data, dict):
+        raise ConfigError([f"{document.path}:1: (top level): must be a mapping"])
+    try:
+        top = ConfigFile.model_validate(document.data)
+    except ValidationError as exc:
+        raise ConfigError([_problem(document, loc, msg) for loc, msg in _issues(exc)]) from None
+    problems: list[str] = []
+    raw: list[_RawProbe] = []
+    for index, ref in enumerate(top.presets):
+        raw.extend(_expand_preset(ref, index, document, problems))
+    raw.extend(
+        _RawProbe(data, document, ("probes", index), "") for index, data in enumerate(top.probes)
+    )
+    probes = _validate_probes(raw, top.defaults, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(source=document.path, probes=tuple(probes), states=top.states)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return _build(_parse_yaml(text, str(path)))
+
+
+def builtin_config() -> Config:
+    """The running config when no file is given: every built-in preset with its defaults."""
+    presets = "".join(f"  - {name}\n" for name in BUILTIN_PRESETS)
+    return _build(_parse_yaml(f"presets:\n{presets}", "<built-in presets>"))

@@ -1,0 +1,1 @@
+"""Built-in target catalogues (package data): one YAML file per preset."""

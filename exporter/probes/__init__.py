@@ -1,0 +1,15 @@
+"""The registry of probe kinds: kind name -> its :class:`~exporter.probes.base.ProbeKind`.
+
+Adding a kind is one module beside this file and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from exporter.probes import tcp
+from exporter.probes.base import ProbeKind
+
+KINDS: Mapping[str, ProbeKind] = {
+    tcp.KIND.name: tcp.KIND,
+}

@@ -1,0 +1,150 @@
+"""Socket-level helpers shared by the kinds: name resolution, TCP connect, TLS.
+
+Every call opens fresh state (a new resolver channel, a new socket), so timings mean what
+they say and nothing is cached between runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiodns
+import aiodns.error
+from cryptography import x509
+
+from exporter.results import FailureReason, ProbeError
+
+_FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+# c-ares status codes (ares.h) and what they mean for a probe.
+_ARES_REASONS = {
+    4: FailureReason.DNS_NXDOMAIN,  # ARES_ENOTFOUND
+    3: FailureReason.DNS_SERVFAIL,  # ARES_ESERVFAIL
+    6: FailureReason.DNS_REFUSED,  # ARES_EREFUSED
+}
+_TCP_INFO_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then tcpi_rtt is u32 #15
+
+
+def is_ip(host: str) -> bool:
+    """Tell whether ``host`` is an IP literal (so it needs no resolution)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve(host: str, family: str = "any", nameservers: Sequence[str] = ()) -> list[str]:
+    """Resolve ``host`` with a fresh c-ares channel (system config, or ``nameservers``).
+
+    An IP literal is returned as is. Addresses keep the resolver's order, duplicates removed.
+    """
+    if is_ip(host):
+        return [host]
+    resolver = aiodns.DNSResolver(nameservers=list(nameservers) or None, tries=1, rotate=False)
+    try:
+        answer = await resolver.getaddrinfo(
+            host, family=_FAMILIES[family], type=socket.SOCK_STREAM
+        )
+    except aiodns.error.DNSError as exc:
+        code = exc.args[0] if exc.args else -1
+        reason = _ARES_REASONS.get(code, FailureReason.RESOLVE_FAILED)
+        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        raise ProbeError(reason, f"resolving {host}: {text}") from None
+    finally:
+        await resolver.close()
+    # pycares gives addresses as bytes; keep the resolver's order, drop duplicates.
+    addresses = list(dict.fromkeys(_text(node.addr[0]) for node in answer.nodes))
+    if not addresses:
+        raise ProbeError(FailureReason.RESOLVE_FAILED, f"{host} has no {family} address")
+    return addresses
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def tcp_connect(address: str, port: int, source_address: str | None = None) -> socket.socket:
+    """Open a TCP connection to ``address``:``port``; errors are left for the reason mapping."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
+    try:
+        if source_address is not None:
+            sock.bind((source_address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def kernel_rtt_seconds(sock: socket.socket) -> float | None:
+    """The kernel's smoothed RTT estimate of a connected TCP socket (Linux ``TCP_INFO``)."""
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 104)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO_RTT_OFFSET + 4:
+        return None
+    (rtt_us,) = struct.unpack_from("I", raw, _TCP_INFO_RTT_OFFSET)
+    return float(rtt_us) / 1e6
+
+
+def client_tls_context(ca_file: Path | None = None, verify: bool = True) -> ssl.SSLContext:
+    """A client TLS context: the system store or ``ca_file``, verification on or off."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """The facts of a server certificate that a probe reports."""
+
+    issuer: str
+    subject: str
+    not_after: float
+
+
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCertificate | None:
+    """Read the leaf certificate of a TLS session, verified or not."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    return PeerCertificate(
+        issuer=cert.issuer.rfc4514_string(),
+        subject=cert.subject.rfc4514_string(),
+        not_after=cert.not_valid_after_utc.replace(tzinfo=dt.UTC).timestamp(),
+    )
+
+
+def check_issuer(cert: PeerCertificate | None, expected: Sequence[str]) -> None:
+    """Fail with ``tls_cert_invalid`` when the issuer is not one of ``expected`` (substrings).
+
+    A TLS-inspecting firewall re-signs vendor traffic with its own CA: the chain may even be
+    trusted on managed machines, but the issuer gives it away.
+    """
+    if not expected or cert is None:
+        return
+    if not any(name in cert.issuer for name in expected):
+        raise ProbeError(
+            FailureReason.TLS_CERT_INVALID,
+            f"unexpected certificate issuer '{cert.issuer}' (expected one of {list(expected)})",
+        )

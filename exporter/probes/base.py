@@ -1,0 +1,152 @@
+"""What every probe kind shares: the common config fields and the kind contract.
+
+A kind is a module exposing ``KIND`` (a :class:`ProbeKind`). Its config model subclasses
+:class:`ProbeConfig` with a ``kind: Literal[...]`` field, so ``config.py`` can build a
+discriminated union from the registry without knowing any kind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from exporter.results import Observation, PhaseTimer
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Accept ``15s``, ``500ms``, ``1m``, ``1.5`` (seconds) and return seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 15s or 500ms")  # noqa: TRY004 - pydantic reports ValueErrors
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"'{value}' is not a duration such as 15s, 500ms or 1m")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError("must be between 1 and 65535")
+    return port
+
+
+def _check_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"'{value}' is not an IP address") from None
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Port = Annotated[int, AfterValidator(_check_port)]
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
+Family = Literal["any", "ipv4", "ipv6"]
+
+
+class StrictModel(BaseModel):
+    """A frozen model that rejects unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(StrictModel):
+    """A secret read from an environment variable or a file, never written in the config."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def resolve(self) -> SecretStr:
+        """Read the secret now; the value is wrapped so it is never printed."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ValueError(f"environment variable {self.env} is not set")
+            return SecretStr(value)
+        assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one
+        try:
+            return SecretStr(self.file.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+
+
+class ProbeConfig(StrictModel):
+    """Fields every probe has; kinds add their own."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    kind: str
+    group: str = ""
+    interval: Duration = 15.0
+    timeout: Duration = 5.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, timeout: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and timeout > interval:
+            raise ValueError(f"timeout ({timeout:g}s) must not exceed interval ({interval:g}s)")
+        return timeout
+
+    @property
+    def target(self) -> str:
+        """What the probe reaches, for the ``target`` label."""
+        raise NotImplementedError
+
+    @property
+    def transport(self) -> str:
+        """The transport, for the ``transport`` label."""
+        return "tcp"
+
+    @property
+    def family(self) -> str:
+        """The address family the probe is pinned to, for the ``family`` label."""
+        return "any"
+
+
+ProbeRun = Callable[[Any, PhaseTimer], Awaitable[Observation]]
+
+
+@dataclass(frozen=True)
+class ProbeKind:
+    """How the engine runs a kind and what the collector may say about it.
+
+    ``run`` performs one probe: it fills the timer's phases and returns an observation, or
+    raises :class:`exporter.results.ProbeError`. ``phases`` are always exported, at 0 when not
+    reached; ``facts`` are the numeric facts exported as ``egress_<kind>_<fact>`` gauges.
+    """
+
+    name: str
+    config: type[ProbeConfig]
+    phases: tuple[str, ...]
+    run: ProbeRun
+    facts: Mapping[str, str]

@@ -1,0 +1,259 @@
+"""The shared vocabulary of probing: failure reasons, phase timings and probe results.
+
+Every probe kind reports through these types, and one ordered mapping turns the exceptions
+raised by asyncio, the socket layer, ssl, aiohttp, aiodns and dnspython into a reason from a
+closed set, so metrics never carry free text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+log = logging.getLogger(__name__)
+
+
+class FailureReason(StrEnum):
+    """Why a probe failed: a closed set, so it is safe as a label value."""
+
+    TIMEOUT = "timeout"
+    CONNECTION_REFUSED = "connection_refused"
+    CONNECTION_RESET = "connection_reset"
+    NETWORK_UNREACHABLE = "network_unreachable"
+    DNS_NXDOMAIN = "dns_nxdomain"
+    DNS_SERVFAIL = "dns_servfail"
+    DNS_REFUSED = "dns_refused"
+    DNS_BAD_RESPONSE = "dns_bad_response"
+    DNS_INTERCEPTED = "dns_intercepted"
+    PROXY_RESOLVE_FAILED = "proxy_resolve_failed"
+    PROXY_CONNECT_FAILED = "proxy_connect_failed"
+    PROXY_AUTH_REQUIRED = "proxy_auth_required"
+    PROXY_DENIED = "proxy_denied"
+    TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
+    TLS_CERT_INVALID = "tls_cert_invalid"
+    HTTP_STATUS = "http_status"
+    BODY_MISMATCH = "body_mismatch"
+    SLOW = "slow"
+    RESOLVE_FAILED = "resolve_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+FIX_HINTS: Mapping[FailureReason, str] = {
+    FailureReason.TIMEOUT: "No answer: a firewall drops this traffic; allow it to the "
+    "destination.",
+    FailureReason.CONNECTION_REFUSED: "Actively rejected (RST or ICMP port unreachable): "
+    "a firewall reject rule, or nothing listens there.",
+    FailureReason.CONNECTION_RESET: "Reset after the handshake: an L7 policy (app-ID, IPS) kills "
+    "the session; exempt the destination.",
+    FailureReason.NETWORK_UNREACHABLE: "No route or ICMP unreachable: fix routing/egress for this "
+    "address family, or disable the family on endpoints.",
+    FailureReason.DNS_NXDOMAIN: "Name does not exist here: internal resolver, split horizon or "
+    "RPZ hides it.",
+    FailureReason.DNS_SERVFAIL: "Resolver cannot reach upstream or DNSSEC validation fails.",
+    FailureReason.DNS_REFUSED: "Resolver ACL refuses recursion for this subnet.",
+    FailureReason.DNS_BAD_RESPONSE: "Malformed or truncated DNS answer: middlebox mangling or "
+    "fragment/MTU issue; allow TCP 53.",
+    FailureReason.DNS_INTERCEPTED: "Answer did not come from the vendor: a DNS proxy or DNAT "
+    "redirects ports 53/443; exempt the vendor resolvers from DNS redirection.",
+    FailureReason.PROXY_RESOLVE_FAILED: "Proxy name does not resolve: fix the proxy FQDN in DNS "
+    "or in the agent's proxy setting.",
+    FailureReason.PROXY_CONNECT_FAILED: "Proxy unreachable: proxy down or client-to-proxy port "
+    "blocked.",
+    FailureReason.PROXY_AUTH_REQUIRED: "Proxy wants authentication (407): agents run as SYSTEM; "
+    "exempt vendor domains from proxy auth.",
+    FailureReason.PROXY_DENIED: "Proxy refused CONNECT: allow CONNECT to the vendor host:443 in "
+    "the proxy ACL or category filter.",
+    FailureReason.TLS_HANDSHAKE_FAILED: "TLS handshake broken: TLS inspection or cipher policy; "
+    "bypass the vendor host.",
+    FailureReason.TLS_CERT_INVALID: "Certificate not trusted or unexpected issuer: TLS inspection "
+    "re-signs vendor traffic; bypass decryption for the host.",
+    FailureReason.HTTP_STATUS: "Unexpected HTTP status: 5xx check the vendor status page; 4xx a "
+    "proxy or WAF on the path.",
+    FailureReason.BODY_MISMATCH: "Unexpected body: a captive portal or block page answers; "
+    "allowlist the host.",
+    FailureReason.SLOW: "Works, but slower than the agent's budget: WAN saturation, proxy or "
+    "TLS-inspection latency.",
+    FailureReason.RESOLVE_FAILED: "Name resolution failed: check the resolver this vantage point "
+    "uses.",
+    FailureReason.INTERNAL_ERROR: "Exporter fault, not a network problem: see the exporter log.",
+}
+
+# The curl error code a libcurl-based agent (WithSecure's fsscorplug.log) logs for the same
+# failure.
+CURL_CODES: Mapping[FailureReason, int] = {
+    FailureReason.PROXY_RESOLVE_FAILED: 5,
+    FailureReason.RESOLVE_FAILED: 6,
+    FailureReason.DNS_NXDOMAIN: 6,
+    FailureReason.DNS_SERVFAIL: 6,
+    FailureReason.DNS_REFUSED: 6,
+    FailureReason.CONNECTION_REFUSED: 7,
+    FailureReason.NETWORK_UNREACHABLE: 7,
+    FailureReason.PROXY_CONNECT_FAILED: 7,
+    FailureReason.TIMEOUT: 28,
+    FailureReason.SLOW: 28,
+    FailureReason.TLS_HANDSHAKE_FAILED: 35,
+    FailureReason.CONNECTION_RESET: 56,
+    FailureReason.PROXY_AUTH_REQUIRED: 56,
+    FailureReason.PROXY_DENIED: 56,
+    FailureReason.TLS_CERT_INVALID: 60,
+}
+
+
+Facts = dict[str, float | str]
+
+
+class ProbeError(Exception):
+    """A probe failed for a known reason; ``detail`` is free text for logs and ``check``.
+
+    ``facts`` and ``endpoints`` keep what was learnt before the failure (an rcode, the
+    addresses that did answer).
+    """
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        detail: str,
+        *,
+        facts: Facts | None = None,
+        endpoints: tuple[EndpointResult, ...] = (),
+    ) -> None:
+        """Carry the reason, a human detail and what was observed before failing."""
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.facts: Facts = facts or {}
+        self.endpoints = endpoints
+
+
+class PhaseTimer:
+    """Measures named phases on the monotonic clock; phases cut short by a failure are kept."""
+
+    def __init__(self) -> None:
+        """Start with no phases."""
+        self.durations: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[None]:
+        """Time the block as ``phase``, adding to earlier time spent in the same phase."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add(phase, time.monotonic() - start)
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Record ``seconds`` more spent in ``phase`` (from a kernel or socket timestamp)."""
+        self.durations[phase] = self.durations.get(phase, 0.0) + seconds
+
+
+@dataclass(frozen=True)
+class EndpointResult:
+    """The outcome for one resolved address of a probe that fans out over addresses."""
+
+    address: str
+    success: bool
+    reason: FailureReason | None
+    phases: Mapping[str, float]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a successful probe run learnt, beyond its phase timings."""
+
+    facts: Facts = field(default_factory=dict)
+    endpoints: tuple[EndpointResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One run of one probe."""
+
+    probe: str
+    success: bool
+    reason: FailureReason | None
+    duration_seconds: float
+    phases: Mapping[str, float]
+    detail: str
+    finished_at: float
+    facts: Mapping[str, float | str] = field(default_factory=dict)
+    endpoints: tuple[EndpointResult, ...] = ()
+
+
+_CONNECT_ERRNOS: Mapping[int, FailureReason] = {
+    errno.ECONNREFUSED: FailureReason.CONNECTION_REFUSED,
+    errno.ECONNRESET: FailureReason.CONNECTION_RESET,
+    errno.EPIPE: FailureReason.CONNECTION_RESET,
+    errno.ENETUNREACH: FailureReason.NETWORK_UNREACHABLE,
+    errno.EHOSTUNREACH: FailureReason.NETWORK_UNREACHABLE,
+    errno.EACCES: FailureReason.NETWORK_UNREACHABLE,  # ICMP admin-prohibited on some stacks
+    errno.EPERM: FailureReason.NETWORK_UNREACHABLE,  # a local firewall rejected the send
+    errno.EADDRNOTAVAIL: FailureReason.NETWORK_UNREACHABLE,
+    errno.ETIMEDOUT: FailureReason.TIMEOUT,
+}
+
+
+def _oserror(exc: BaseException) -> tuple[FailureReason, str] | None:
+    assert isinstance(exc, OSError)  # noqa: S101 - only called for OSErrors
+    reason = _CONNECT_ERRNOS.get(exc.errno or 0)
+    return None if reason is None else (reason, exc.strerror or str(exc))
+
+
+def _ssl(exc: BaseException) -> tuple[FailureReason, str]:
+    assert isinstance(exc, ssl.SSLError)  # noqa: S101 - only called for SSLErrors
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FailureReason.TLS_CERT_INVALID, f"certificate: {exc.verify_message or exc}"
+    return FailureReason.TLS_HANDSHAKE_FAILED, f"TLS: {exc.reason or exc}"
+
+
+def _probe_error(exc: BaseException) -> tuple[FailureReason, str]:
+    assert isinstance(exc, ProbeError)  # noqa: S101 - only called for ProbeErrors
+    return exc.reason, exc.detail
+
+
+Mapper = Callable[[BaseException], tuple[FailureReason, str] | None]
+
+# The one ordered mapping from exceptions to reasons; the first matching row wins. Order
+# matters: ssl errors and connection resets are OSErrors too.
+EXCEPTION_REASONS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], Mapper], ...
+] = (
+    (ProbeError, _probe_error),
+    (TimeoutError, lambda _: (FailureReason.TIMEOUT, "no answer within the timeout")),
+    (ssl.SSLError, _ssl),
+    (
+        (ConnectionResetError, BrokenPipeError),
+        lambda _: (FailureReason.CONNECTION_RESET, "connection reset by peer"),
+    ),
+    (OSError, _oserror),
+    (
+        (asyncio.IncompleteReadError, EOFError),
+        lambda _: (FailureReason.CONNECTION_RESET, "connection closed by peer"),
+    ),
+)
+
+
+def classify(exc: BaseException) -> tuple[FailureReason, str] | None:
+    """Map an exception to a reason; ``None`` means it is unexpected."""
+    for types, mapper in EXCEPTION_REASONS:
+        if isinstance(exc, types):
+            mapped = mapper(exc)
+            if mapped is not None:
+                return mapped
+    return None
+
+
+def reason_for(exc: BaseException) -> tuple[FailureReason, str]:
+    """Like :func:`classify`, but an unmapped exception is ``internal_error``, logged in full."""
+    mapped = classify(exc)
+    if mapped is not None:
+        return mapped
+    log.error("unexpected exception in a probe", exc_info=exc)
+    return FailureReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,82 @@
+"""Derived protection states: rules over the latest probe results, with hysteresis.
+
+Each rule (one module beside this file, listed in :data:`RULES`) turns the latest results into
+verdicts, one per label set (a family, a proxy, a path). :class:`Hysteresis` changes a
+published state only after N consecutive identical verdicts, so one lost packet does not flap
+it. ``check`` uses the verdicts of its single run directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from exporter.config import Config
+from exporter.results import ProbeResult
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One state decision: ``egress_<metric>{labels, state}``; detail explains it."""
+
+    metric: str
+    labels: Labels
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class StateRule:
+    """A derived state: its metric, its closed set of states and how to decide it."""
+
+    metric: str
+    help: str
+    states: tuple[str, ...]
+    evaluate: Callable[[Config, Mapping[str, ProbeResult]], list[Verdict]]
+
+
+RULES: tuple[StateRule, ...] = ()
+
+
+def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:
+    """Every rule's verdicts from the latest results (probes without a result yet are absent)."""
+    return [verdict for rule in RULES for verdict in rule.evaluate(config, results)]
+
+
+class Hysteresis:
+    """Publishes a state once the same verdict was reached ``consecutive`` times in a row."""
+
+    def __init__(self, consecutive: int) -> None:
+        """Start with nothing published."""
+        self.consecutive = consecutive
+        self._published: dict[tuple[str, Labels], Verdict] = {}
+        self._pending: dict[tuple[str, Labels], tuple[Verdict, int]] = {}
+
+    def update(self, verdicts: Sequence[Verdict]) -> list[Verdict]:
+        """Feed one round of verdicts; return the published states (label sets gone are dropped).
+
+        The first verdict for a label set is published at once: an exporter that just started
+        should say what it sees rather than nothing.
+        """
+        keys = set()
+        for verdict in verdicts:
+            key = (verdict.metric, verdict.labels)
+            keys.add(key)
+            current = self._published.get(key)
+            if current is None or current.state == verdict.state:
+                self._published[key] = verdict
+                self._pending.pop(key, None)
+                continue
+            pending, count = self._pending.get(key, (verdict, 0))
+            count = count + 1 if pending.state == verdict.state else 1
+            if count >= self.consecutive:
+                self._published[key] = verdict
+                self._pending.pop(key, None)
+            else:
+                self._pending[key] = (verdict, count)
+        for key in set(self._published) - keys:
+            del self._published[key]
+            self._pending.pop(key, None)
+        return list(self._published.values())
