@@ -1,0 +1,333 @@
+"""The network lab: client, firewall and cloud namespaces joined by veth pairs.
+
+    client (probes run here)  --veth--  firewall (nftables, routes)  --veth--  cloud
+    192.0.2.2 / 2001:db8:1::2           192.0.2.1 | 198.51.100.1               198.51.100.2
+                                        2001:db8:1::1 | 2001:db8:2::1          2001:db8:2::2
+
+The cloud namespace owns the vendors' real public addresses on its loopback interface (this
+kernel has no ``dummy`` link type), so the presets run unchanged and no packet leaves the
+machine. A real resolver (unbound) in the cloud answers the vendor names with lab addresses;
+the client namespace uses it as its system resolver (``/etc/netns/<ns>/resolv.conf``).
+
+Everything is named with the test process id, so parallel runs do not collide, and removed
+at teardown, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trustme
+import yaml
+
+LAB_DIR = Path(__file__).parent
+CLIENT_V4, FW_CLIENT_V4, FW_CLOUD_V4, CLOUD_V4 = "192.0.2.2", "192.0.2.1", "198.51.100.1", "198.51.100.2"
+CLIENT_V6, FW_CLIENT_V6, FW_CLOUD_V6, CLOUD_V6 = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::2"
+RESOLVER_V4 = "198.51.100.53"  # the lab's "system" resolver, in the cloud namespace
+RESOLVER_V6 = "2001:db8:ff::53"
+
+# Addresses the cloud namespace owns: the vendors' published ones and lab stand-ins.
+CLOUD_ADDRESSES = (
+    RESOLVER_V4,
+    RESOLVER_V6,
+    "208.67.222.222",  # Umbrella resolvers
+    "208.67.220.220",
+    "2620:119:35::35",
+    "2620:119:53::53",
+    "146.112.255.50",  # Umbrella SWG TCP anycast
+    "146.112.61.106",  # lab SWG (Secure Access)
+    "146.112.61.107",
+    "146.112.61.108",  # lab SWG (Umbrella)
+    "2a04:e4c7:ffff::106",
+    "203.0.113.10",  # lab Security Cloud healthchecks (fsapi)
+    "203.0.113.11",
+    "203.0.113.12",
+    "203.0.113.20",  # lab corporate proxy (proxy.example.intern)
+    "203.0.113.30",  # lab generic TLS/TCP server
+    "2001:db8:ff::30",
+)
+
+# What the lab resolver answers; everything else is NXDOMAIN.
+LAB_RECORDS: Mapping[str, Sequence[str]] = {
+    "swg-url-proxy-https-sse.sigproxy.qq.opendns.com": ["146.112.61.106", "146.112.61.107"],
+    "swg-url-proxy-https.sigproxy.qq.opendns.com": ["146.112.61.108"],
+    "proxy.sig.umbrella.com": ["146.112.61.108"],
+    "baseguard.doorman.fsapi.com": ["203.0.113.10"],
+    "doorman.sc.fsapi.com": ["203.0.113.11"],
+    "a.karma.sc2.fsapi.com": ["203.0.113.12"],
+    "proxy.example.intern": ["203.0.113.20"],
+    "server.lab.test": ["203.0.113.30", "2001:db8:ff::30"],
+}
+
+
+class LabUnavailable(Exception):
+    """The machine cannot run the lab (not root, or a tool is missing)."""
+
+
+def missing_requirements() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "unbound"):
+        if shutil.which(tool) is None:
+            return f"the lab needs '{tool}' (Debian package: {_PACKAGES[tool]})"
+    return None
+
+
+_PACKAGES = {"ip": "iproute2", "nft": "nftables", "unbound": "unbound"}
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run a command, failing loudly with its output."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+class Lab:
+    """A built lab; use :func:`build_lab` to get one that is torn down afterwards."""
+
+    def __init__(self, tag: str) -> None:
+        """Name everything after ``tag``."""
+        self.tag = tag
+        self.client = f"egc{tag}"
+        self.fw = f"egf{tag}"
+        self.cloud = f"egs{tag}"
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"egress-lab-{tag}-"))
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    # -- building -----------------------------------------------------------------------------
+    def build(self) -> None:
+        """Create namespaces, links, addresses, routes and the lab resolver."""
+        for ns in (self.client, self.fw, self.cloud):
+            sh("ip", "netns", "add", ns)
+            self.ns(ns, "ip", "link", "set", "lo", "up")
+        self._link(self.client, f"ec{self.tag}", self.fw, f"ef{self.tag}")
+        self._link(self.fw, f"eg{self.tag}", self.cloud, f"eh{self.tag}")
+        self._address(self.client, f"ec{self.tag}", f"{CLIENT_V4}/24", f"{CLIENT_V6}/64")
+        self._address(self.fw, f"ef{self.tag}", f"{FW_CLIENT_V4}/24", f"{FW_CLIENT_V6}/64")
+        self._address(self.fw, f"eg{self.tag}", f"{FW_CLOUD_V4}/24", f"{FW_CLOUD_V6}/64")
+        self._address(self.cloud, f"eh{self.tag}", f"{CLOUD_V4}/24", f"{CLOUD_V6}/64")
+        self.ns(self.fw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns(self.fw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        self.route_default(self.client, FW_CLIENT_V4, FW_CLIENT_V6)
+        self.route_default(self.fw, CLOUD_V4, CLOUD_V6)  # the cloud is "the internet"
+        self.route_default(self.cloud, FW_CLOUD_V4, FW_CLOUD_V6)
+        for address in CLOUD_ADDRESSES:
+            self.add_cloud_address(address)
+        netns_etc = Path("/etc/netns") / self.client
+        netns_etc.mkdir(parents=True, exist_ok=True)
+        (netns_etc / "resolv.conf").write_text(
+            f"nameserver {RESOLVER_V4}\noptions timeout:1 attempts:1\n", encoding="utf-8"
+        )
+        (netns_etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n", encoding="utf-8")
+        self.start_resolver()
+
+    def _link(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
+        sh("ip", "link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b,
+           "netns", ns_b)
+        self.ns(ns_a, "ip", "link", "set", if_a, "up")
+        self.ns(ns_b, "ip", "link", "set", if_b, "up")
+
+    def _address(self, ns: str, ifname: str, v4: str, v6: str) -> None:
+        self.ns(ns, "ip", "addr", "add", v4, "dev", ifname)
+        self.ns(ns, "ip", "-6", "addr", "add", v6, "dev", ifname, "nodad")
+
+    def route_default(self, ns: str, via_v4: str | None, via_v6: str | None) -> None:
+        """Set (or with None, remove) the default routes of a namespace."""
+        for flag, via in (("-4", via_v4), ("-6", via_v6)):
+            self.ns(ns, "ip", flag, "route", "del", "default", check=False)
+            if via is not None:
+                self.ns(ns, "ip", flag, "route", "add", "default", "via", via)
+
+    def add_cloud_address(self, address: str) -> None:
+        """Make the cloud namespace own ``address`` (on its loopback)."""
+        prefix = "/128" if ":" in address else "/32"
+        extra = ("nodad",) if ":" in address else ()
+        self.ns(self.cloud, "ip", "addr", "add", address + prefix, "dev", "lo", *extra)
+
+    # -- running things -------------------------------------------------------------------------
+    def ns(self, ns: str, *argv: str, check: bool = True, timeout: float = 20
+           ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a namespace."""
+        return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
+
+    def start(self, ns: str, *argv: str, ready_port: tuple[str, int] | None = None,
+              ready_udp: bool = False) -> subprocess.Popen[bytes]:
+        """Start a long-running process in a namespace; it is killed at teardown.
+
+        With ``ready_port``, wait until something listens there (TCP, or UDP with ready_udp).
+        """
+        with (self.workdir / f"proc-{len(self._processes)}.log").open("wb") as log:
+            proc = subprocess.Popen(  # noqa: S603 - the lab's own commands
+                ["ip", "netns", "exec", ns, *argv], stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._processes.append(proc)
+        if ready_port is not None:
+            self.wait_listening(ns, *ready_port, udp=ready_udp, proc=proc)
+        return proc
+
+    def wait_listening(self, ns: str, address: str, port: int, udp: bool = False,
+                       proc: subprocess.Popen[bytes] | None = None, timeout: float = 10) -> None:
+        """Wait until a socket listens on ``address``:``port`` inside ``ns``."""
+        flag = "-lun" if udp else "-ltn"
+        wanted = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}: {self.logs()}")
+            listing = self.ns(ns, "ss", "-H", flag).stdout
+            if any(wanted in line.split() for line in listing.splitlines()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nothing listens on {wanted} in {ns}: {self.logs()}")
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop a process started with :meth:`start`."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        if proc in self._processes:
+            self._processes.remove(proc)
+
+    def logs(self) -> str:
+        """Everything the lab's processes printed (for failure messages)."""
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.workdir.glob("proc-*.log"))
+        )
+
+    def start_resolver(self, records: Mapping[str, Sequence[str]] = LAB_RECORDS) -> None:
+        """Run unbound in the cloud as the client's system resolver, answering ``records``."""
+        lines = [
+            "server:", '  username: ""', '  chroot: ""', '  pidfile: ""',
+            f'  directory: "{self.workdir}"', "  do-daemonize: no", "  use-syslog: no",
+            '  logfile: ""', "  verbosity: 0", f"  interface: {RESOLVER_V4}",
+            f"  interface: {RESOLVER_V6}", "  access-control: 0.0.0.0/0 allow",
+            "  access-control: ::/0 allow", '  module-config: "iterator"', "  num-threads: 1",
+            "  so-reuseport: no", '  local-zone: "." static',
+        ]
+        for name, addresses in records.items():
+            for address in addresses:
+                rtype = "AAAA" if ":" in address else "A"
+                lines.append(f'  local-data: "{name}. 5 IN {rtype} {address}"')
+        lines += ["remote-control:", "  control-enable: no"]
+        conf = self.workdir / "unbound.conf"
+        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.start(self.cloud, "unbound", "-d", "-c", str(conf),
+                   ready_port=(RESOLVER_V4, 53), ready_udp=True)
+
+    # -- the firewall ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def firewall(self, rules: str, nat: str = "") -> Iterator[None]:
+        """Apply nftables ``rules`` (forward chain) and ``nat`` (prerouting) in the firewall.
+
+        ``rules`` are statements of an ``inet`` forward chain, e.g.
+        ``ip daddr 203.0.113.30 tcp dport 443 drop``. Removed when the block ends.
+        """
+        ruleset = (
+            "table inet lab {\n  chain forward {\n    type filter hook forward priority 0;\n"
+            f"{rules}\n  }}\n"
+            "  chain prerouting {\n    type nat hook prerouting priority -100;\n"
+            f"{nat}\n  }}\n}}\n"
+        )
+        path = self.workdir / "ruleset.nft"
+        path.write_text(ruleset, encoding="utf-8")
+        self.ns(self.fw, "nft", "-f", str(path))
+        try:
+            yield
+        finally:
+            self.ns(self.fw, "nft", "delete", "table", "inet", "lab", check=False)
+
+    # -- probing from the client ----------------------------------------------------------------
+    def check(self, config: Mapping[str, Any] | str, timeout: float = 60) -> dict[str, Any]:
+        """Run ``egress-exporter check --output json`` in the client namespace."""
+        path = self.write_config(config)
+        proc = self.ns(
+            self.client, sys.executable, "-m", "exporter", "check", "--config.file", str(path),
+            "--output", "json", check=False, timeout=timeout,
+        )
+        if proc.returncode not in (0, 1):
+            raise RuntimeError(f"check exited {proc.returncode}: {proc.stderr}")
+        result: dict[str, Any] = json.loads(proc.stdout)
+        result["exit_code"] = proc.returncode
+        return result
+
+    def check_table(self, config: Mapping[str, Any] | str, timeout: float = 60) -> str:
+        """Run ``egress-exporter check`` (the human table) in the client namespace."""
+        path = self.write_config(config)
+        return self.ns(
+            self.client, sys.executable, "-m", "exporter", "check", "--config.file", str(path),
+            check=False, timeout=timeout,
+        ).stdout
+
+    def write_config(self, config: Mapping[str, Any] | str) -> Path:
+        """Write a config (a mapping or YAML text) into the lab's work directory."""
+        text = config if isinstance(config, str) else yaml.safe_dump(dict(config))
+        handle, name = tempfile.mkstemp(suffix=".yml", dir=self.workdir)
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        return Path(name)
+
+    # -- teardown ---------------------------------------------------------------------------------
+    def destroy(self) -> None:
+        """Kill every process, delete every namespace and file; safe to call twice."""
+        for proc in list(self._processes):
+            self.stop(proc)
+        for ns in (self.client, self.fw, self.cloud):
+            sh("ip", "netns", "delete", ns, check=False)
+        shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def write_server_cert(ca: trustme.CA, directory: Path, *names: str) -> tuple[Path, Path]:
+    """Issue a server certificate for ``names``; write its chain and key, return both paths."""
+    cert = ca.issue_cert(*names)
+    cert_path, key_path = directory / f"{names[0]}.crt", directory / f"{names[0]}.key"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return cert_path, key_path
+
+
+def remove_stale_labs() -> None:
+    """Delete namespaces left by lab runs whose process is gone (a killed test run)."""
+    listing = sh("ip", "netns", "list", check=False).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name[:3] in {"egc", "egf", "egs"} and name[3:].isdigit():
+            pid = int(name[3:])
+            if not Path(f"/proc/{pid}").exists():
+                sh("ip", "netns", "delete", name, check=False)
+                shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def build_lab() -> Iterator[Lab]:
+    """A lab for the duration of the block, torn down whatever happens."""
+    reason = missing_requirements()
+    if reason is not None:
+        raise LabUnavailable(reason)
+    remove_stale_labs()
+    lab = Lab(str(os.getpid()))
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.destroy()
