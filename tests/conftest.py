@@ -10,18 +10,30 @@ import pytest
 import trustme
 
 from lab import Lab, build_lab, missing_requirements
+from lab.stack import missing_stack_tools
+
+
+def require(reason: str | None) -> None:
+    """Skip when ``reason`` says something is missing, or fail when CI requires the lab."""
+    if reason is None:
+        return
+    if os.environ.get("EGRESS_REQUIRE_LAB") == "1":
+        pytest.fail(f"EGRESS_REQUIRE_LAB=1 but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """The lab, built once per test session; skips (or fails in CI) when it cannot run."""
-    reason = missing_requirements()
-    if reason is not None:
-        if os.environ.get("EGRESS_REQUIRE_LAB") == "1":
-            pytest.fail(f"EGRESS_REQUIRE_LAB=1 but {reason}")
-        pytest.skip(reason)
+    require(missing_requirements())
     with build_lab() as built:
         yield built
+
+
+@pytest.fixture
+def stack_tools() -> None:
+    """Prometheus and Alertmanager from Debian, needed by the monitoring-stack tests."""
+    require(missing_stack_tools())
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ at teardown, pass or fail.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -23,17 +24,30 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trustme
 import yaml
 
 LAB_DIR = Path(__file__).parent
-CLIENT_V4, FW_CLIENT_V4, FW_CLOUD_V4, CLOUD_V4 = "192.0.2.2", "192.0.2.1", "198.51.100.1", "198.51.100.2"
-CLIENT_V6, FW_CLIENT_V6, FW_CLOUD_V6, CLOUD_V6 = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::2"
+CLIENT_V4, FW_CLIENT_V4, FW_CLOUD_V4, CLOUD_V4 = (
+    "192.0.2.2",
+    "192.0.2.1",
+    "198.51.100.1",
+    "198.51.100.2",
+)
+CLIENT_V6, FW_CLIENT_V6, FW_CLOUD_V6, CLOUD_V6 = (
+    "2001:db8:1::2",
+    "2001:db8:1::1",
+    "2001:db8:2::1",
+    "2001:db8:2::2",
+)
 RESOLVER_V4 = "198.51.100.53"  # the lab's "system" resolver, in the cloud namespace
 RESOLVER_V6 = "2001:db8:ff::53"
 
@@ -71,7 +85,7 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
 }
 
 
-class LabUnavailable(Exception):
+class LabUnavailableError(Exception):
     """The machine cannot run the lab (not root, or a tool is missing)."""
 
 
@@ -136,8 +150,21 @@ class Lab:
         self.start_resolver()
 
     def _link(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
-        sh("ip", "link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b,
-           "netns", ns_b)
+        sh(
+            "ip",
+            "link",
+            "add",
+            if_a,
+            "netns",
+            ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            if_b,
+            "netns",
+            ns_b,
+        )
         self.ns(ns_a, "ip", "link", "set", if_a, "up")
         self.ns(ns_b, "ip", "link", "set", if_b, "up")
 
@@ -159,20 +186,28 @@ class Lab:
         self.ns(self.cloud, "ip", "addr", "add", address + prefix, "dev", "lo", *extra)
 
     # -- running things -------------------------------------------------------------------------
-    def ns(self, ns: str, *argv: str, check: bool = True, timeout: float = 20
-           ) -> subprocess.CompletedProcess[str]:
+    def ns(
+        self, ns: str, *argv: str, check: bool = True, timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside a namespace."""
         return sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
 
-    def start(self, ns: str, *argv: str, ready_port: tuple[str, int] | None = None,
-              ready_udp: bool = False) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        ns: str,
+        *argv: str,
+        ready_port: tuple[str, int] | None = None,
+        ready_udp: bool = False,
+    ) -> subprocess.Popen[bytes]:
         """Start a long-running process in a namespace; it is killed at teardown.
 
         With ``ready_port``, wait until something listens there (TCP, or UDP with ready_udp).
         """
         with (self.workdir / f"proc-{len(self._processes)}.log").open("wb") as log:
-            proc = subprocess.Popen(  # noqa: S603 - the lab's own commands
-                ["ip", "netns", "exec", ns, *argv], stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self._processes.append(proc)
@@ -180,8 +215,15 @@ class Lab:
             self.wait_listening(ns, *ready_port, udp=ready_udp, proc=proc)
         return proc
 
-    def wait_listening(self, ns: str, address: str, port: int, udp: bool = False,
-                       proc: subprocess.Popen[bytes] | None = None, timeout: float = 10) -> None:
+    def wait_listening(
+        self,
+        ns: str,
+        address: str,
+        port: int,
+        udp: bool = False,
+        proc: subprocess.Popen[bytes] | None = None,
+        timeout: float = 10,
+    ) -> None:
         """Wait until a socket listens on ``address``:``port`` inside ``ns``."""
         flag = "-lun" if udp else "-ltn"
         wanted = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -217,12 +259,23 @@ class Lab:
     def start_resolver(self, records: Mapping[str, Sequence[str]] = LAB_RECORDS) -> None:
         """Run unbound in the cloud as the client's system resolver, answering ``records``."""
         lines = [
-            "server:", '  username: ""', '  chroot: ""', '  pidfile: ""',
-            f'  directory: "{self.workdir}"', "  do-daemonize: no", "  use-syslog: no",
-            '  logfile: ""', "  verbosity: 0", f"  interface: {RESOLVER_V4}",
-            f"  interface: {RESOLVER_V6}", "  access-control: 0.0.0.0/0 allow",
-            "  access-control: ::/0 allow", '  module-config: "iterator"', "  num-threads: 1",
-            "  so-reuseport: no", '  local-zone: "." static',
+            "server:",
+            '  username: ""',
+            '  chroot: ""',
+            '  pidfile: ""',
+            f'  directory: "{self.workdir}"',
+            "  do-daemonize: no",
+            "  use-syslog: no",
+            '  logfile: ""',
+            "  verbosity: 0",
+            f"  interface: {RESOLVER_V4}",
+            f"  interface: {RESOLVER_V6}",
+            "  access-control: 0.0.0.0/0 allow",
+            "  access-control: ::/0 allow",
+            '  module-config: "iterator"',
+            "  num-threads: 1",
+            "  so-reuseport: no",
+            '  local-zone: "." static',
         ]
         for name, addresses in records.items():
             for address in addresses:
@@ -231,8 +284,15 @@ class Lab:
         lines += ["remote-control:", "  control-enable: no"]
         conf = self.workdir / "unbound.conf"
         conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.start(self.cloud, "unbound", "-d", "-c", str(conf),
-                   ready_port=(RESOLVER_V4, 53), ready_udp=True)
+        self.start(
+            self.cloud,
+            "unbound",
+            "-d",
+            "-c",
+            str(conf),
+            ready_port=(RESOLVER_V4, 53),
+            ready_udp=True,
+        )
 
     # -- the firewall ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -261,8 +321,17 @@ class Lab:
         """Run ``egress-exporter check --output json`` in the client namespace."""
         path = self.write_config(config)
         proc = self.ns(
-            self.client, sys.executable, "-m", "exporter", "check", "--config.file", str(path),
-            "--output", "json", check=False, timeout=timeout,
+            self.client,
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            "--config.file",
+            str(path),
+            "--output",
+            "json",
+            check=False,
+            timeout=timeout,
         )
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"check exited {proc.returncode}: {proc.stderr}")
@@ -274,8 +343,15 @@ class Lab:
         """Run ``egress-exporter check`` (the human table) in the client namespace."""
         path = self.write_config(config)
         return self.ns(
-            self.client, sys.executable, "-m", "exporter", "check", "--config.file", str(path),
-            check=False, timeout=timeout,
+            self.client,
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            "--config.file",
+            str(path),
+            check=False,
+            timeout=timeout,
         ).stdout
 
     def write_config(self, config: Mapping[str, Any] | str) -> Path:
@@ -286,6 +362,22 @@ class Lab:
             file.write(text)
         return Path(name)
 
+    def http(
+        self, ns: str, url: str, data: bytes | None = None, timeout: float = 10
+    ) -> tuple[int, bytes]:
+        """An HTTP request from inside ``ns`` (POST when ``data`` is given): (status, body)."""
+
+        def request() -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(url, data=data), timeout=timeout
+                ) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+        return in_namespace(ns, request)
+
     # -- teardown ---------------------------------------------------------------------------------
     def destroy(self) -> None:
         """Kill every process, delete every namespace and file; safe to call twice."""
@@ -295,6 +387,34 @@ class Lab:
             sh("ip", "netns", "delete", ns, check=False)
         shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def in_namespace(ns: str, action: Callable[[], T]) -> T:
+    """Run ``action`` in a thread that joined network namespace ``ns`` (setns is per thread)."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with Path(f"/run/netns/{ns}").open("rb") as handle:
+            if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                failure.append(OSError(ctypes.get_errno(), f"setns {ns}"))
+                return
+        try:
+            outcome.append(action())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def write_server_cert(ca: trustme.CA, directory: Path, *names: str) -> tuple[Path, Path]:
@@ -323,7 +443,7 @@ def build_lab() -> Iterator[Lab]:
     """A lab for the duration of the block, torn down whatever happens."""
     reason = missing_requirements()
     if reason is not None:
-        raise LabUnavailable(reason)
+        raise LabUnavailableError(reason)
     remove_stale_labs()
     lab = Lab(str(os.getpid()))
     try:

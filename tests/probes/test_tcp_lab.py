@@ -21,18 +21,36 @@ def servers(lab: Lab, test_ca: trustme.CA) -> Iterator[None]:
     """A plain TCP listener on :8080 and a TLS one on :443 (test CA) on the lab server."""
     cert, key = write_server_cert(test_ca, lab.workdir, NAME)
     script = str(LAB_DIR / "tcp_server.py")
-    plain = lab.start(lab.cloud, sys.executable, script, f"{SERVER}:8080", f"[{SERVER_V6}]:8080",
-                      ready_port=(SERVER, 8080))
-    tls = lab.start(lab.cloud, sys.executable, script, f"{SERVER}:443", "--cert", str(cert),
-                    "--key", str(key), ready_port=(SERVER, 443))
+    plain = lab.start(
+        lab.cloud,
+        sys.executable,
+        script,
+        f"{SERVER}:8080",
+        f"[{SERVER_V6}]:8080",
+        ready_port=(SERVER, 8080),
+    )
+    tls = lab.start(
+        lab.cloud,
+        sys.executable,
+        script,
+        f"{SERVER}:443",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        ready_port=(SERVER, 443),
+    )
     yield
     lab.stop(plain)
     lab.stop(tls)
 
 
 def _probe(**settings: object) -> dict[str, object]:
-    return {"probes": [{"name": "t", "kind": "tcp", "host": NAME, "port": 8080, "timeout": "2s",
-                        **settings}]}
+    return {
+        "probes": [
+            {"name": "t", "kind": "tcp", "host": NAME, "port": 8080, "timeout": "2s", **settings}
+        ]
+    }
 
 
 def _only(report: dict) -> dict:
@@ -86,7 +104,9 @@ def test_tcp_one_address_dropped_is_visible_per_address(lab: Lab, servers: None)
 
 
 def test_tls_with_the_test_ca_succeeds(lab: Lab, servers: None, ca_file: Path) -> None:
-    probe = _only(lab.check(_probe(port=443, address_family="ipv4", tls={"ca_file": str(ca_file)})))
+    probe = _only(
+        lab.check(_probe(port=443, address_family="ipv4", tls={"ca_file": str(ca_file)}))
+    )
     assert probe["success"], probe["detail"]
     assert probe["phases"]["tls"] > 0
     assert "Egress Lab Test CA" in probe["facts"]["tls_issuer"]

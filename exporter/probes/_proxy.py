@@ -1,0 +1,130 @@
+"""HTTP proxy machinery shared by the kinds: CONNECT tunnels and bounded response heads.
+
+Used by the SWG layer-7 check (any HTTP answer from the proxy proves it is reachable) and by
+the ``http`` kind through a corporate proxy (CONNECT, then TLS to the origin inside the tunnel).
+Everything read from the peer is bounded: a proxy that drips or sends garbage is a labelled
+failure, not a hang or a memory problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr, field_validator
+
+from exporter.probes.base import SecretRef, StrictModel
+from exporter.results import FailureReason, ProbeError
+
+MAX_HEAD_BYTES = 16 * 1024
+_HTTP_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
+
+
+class ProxySettings(StrictModel):
+    """An HTTP proxy: ``http://host:port`` and optional basic-auth credentials."""
+
+    url: str
+    username: str | None = None
+    password: SecretRef | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"'{url}' is not an http://host:port proxy URL")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in 'username' and 'password', not in the URL")
+        return url
+
+    @property
+    def host(self) -> str:
+        """The proxy's host name or address."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        """The proxy's port (3128 when the URL gives none, as squid's default)."""
+        return urlsplit(self.url).port or 3128
+
+    def authorization(self) -> str | None:
+        """The ``Proxy-Authorization`` header value, or None without credentials."""
+        if self.username is None:
+            return None
+        secret: SecretStr = self.password.resolve() if self.password else SecretStr("")
+        token = f"{self.username}:{secret.get_secret_value()}".encode()
+        return "Basic " + base64.b64encode(token).decode("ascii")
+
+
+@dataclass(frozen=True)
+class ResponseHead:
+    """Status line and headers of an HTTP response."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+
+
+async def read_head(reader: asyncio.StreamReader, peer: str) -> ResponseHead:
+    """Read a response head (status line and headers), at most MAX_HEAD_BYTES.
+
+    Open the connection with ``limit=MAX_HEAD_BYTES`` so a huge head is refused. Something that
+    is not HTTP is ``connection_reset`` with what was seen in the detail; the caller's timeout
+    bounds a peer that never finishes the head.
+    """
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise ProbeError(
+            FailureReason.CONNECTION_RESET, f"{peer}: response head larger than {MAX_HEAD_BYTES} B"
+        ) from None
+    except asyncio.IncompleteReadError as exc:
+        seen = exc.partial[:60]
+        detail = f"{peer}: connection closed before an HTTP answer (got {seen!r})"
+        raise ProbeError(FailureReason.CONNECTION_RESET, detail) from None
+    status_line, *header_lines = raw[:-4].split(b"\r\n")
+    version, _, rest = status_line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if version not in _HTTP_VERSIONS or not code.isdigit() or len(code) != 3:
+        raise ProbeError(
+            FailureReason.CONNECTION_RESET, f"{peer}: not an HTTP answer: {status_line[:60]!r}"
+        )
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return ResponseHead(int(code), reason.decode("latin-1"), headers)
+
+
+async def connect_tunnel(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: str,
+    authorization: str | None,
+    peer: str,
+) -> ResponseHead:
+    """Send ``CONNECT target`` on an open proxy connection and read the proxy's answer."""
+    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}", "User-Agent: egress-exporter"]
+    if authorization is not None:
+        lines.append(f"Proxy-Authorization: {authorization}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    return await read_head(reader, peer)
+
+
+def refusal(head: ResponseHead, target: str) -> ProbeError | None:
+    """What a CONNECT answer means for a client that needs the tunnel: None when it is open."""
+    if 200 <= head.status < 300:
+        return None
+    if head.status in {401, 407}:  # tinyproxy answers 401 to wrong credentials
+        scheme = head.headers.get("proxy-authenticate", "").split(" ")[0] or "unknown"
+        return ProbeError(
+            FailureReason.PROXY_AUTH_REQUIRED,
+            f"proxy wants authentication ({scheme}) for CONNECT {target}",
+        )
+    return ProbeError(
+        FailureReason.PROXY_DENIED,
+        f"proxy answered {head.status} {head.reason} to CONNECT {target}",
+    )
