@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import Discriminator, Field, TypeAdapter, ValidationError
+from pydantic import Discriminator, Field, TypeAdapter, ValidationError, field_validator
 
 from exporter.probes import KINDS
-from exporter.probes.base import Duration, ProbeConfig, StrictModel
+from exporter.probes.base import Duration, ProbeConfig, StrictModel, timeout_within_interval
 
 Location = tuple[str | int, ...]
 BUILTIN_PRESETS = ("umbrella", "withsecure")
@@ -39,6 +39,8 @@ class Defaults(StrictModel):
 
     interval: Duration = 15.0
     timeout: Duration = 5.0
+
+    _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
 
 
 class StatesSettings(StrictModel):
@@ -129,6 +131,9 @@ def _parse_yaml(text: str, path: str) -> _Document:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} started at line {context_mark.line + 1})"
         raise ConfigError([f"{path}:{line}: invalid YAML: {problem}"]) from None
     lines: dict[Location, int] = {}
     problems: list[str] = []

@@ -68,6 +68,14 @@ IPAddress = Annotated[str, AfterValidator(_check_ip)]
 Family = Literal["any", "ipv4", "ipv6"]
 
 
+def timeout_within_interval(cls: type, timeout: float, info: ValidationInfo) -> float:  # noqa: ARG001 - pydantic validator signature
+    """A run must end before the next one is due (cloudprober's rule)."""
+    interval = info.data.get("interval")
+    if interval is not None and timeout > interval:
+        raise ValueError(f"timeout ({timeout:g}s) must not exceed interval ({interval:g}s)")
+    return timeout
+
+
 class StrictModel(BaseModel):
     """A frozen model that rejects unknown keys."""
 
@@ -109,13 +117,7 @@ class ProbeConfig(StrictModel):
     interval: Duration = 15.0
     timeout: Duration = 5.0
 
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_within_interval(cls, timeout: float, info: ValidationInfo) -> float:
-        interval = info.data.get("interval")
-        if interval is not None and timeout > interval:
-            raise ValueError(f"timeout ({timeout:g}s) must not exceed interval ({interval:g}s)")
-        return timeout
+    _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
 
     @property
     def target(self) -> str:

@@ -1,0 +1,111 @@
+"""Config loading: strict validation with file:line: key.path messages, presets, defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, builtin_config, load_config
+from exporter.probes.base import SecretRef, parse_duration
+from exporter.probes.tcp import TcpProbe
+
+DATA = Path(__file__).parent / "data"
+INVALID = sorted(DATA.glob("invalid-*.yml"))
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_names_file_line_and_key(path: Path) -> None:
+    expected = path.read_text().splitlines()[0].removeprefix("# expect: ")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    first = caught.value.problems[0]
+    assert first.startswith(str(DATA / expected.split(":", 1)[0]))
+    assert first.removeprefix(str(DATA) + os.sep).startswith(expected)
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "probes:\n"
+        "  - {name: a, kind: tcp, host: h, port: 0}\n"
+        "  - {name: b, kind: tcp, host: h, port: 1, extra: 1}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [p.split(": ", 1)[1] for p in caught.value.problems] == [
+        "probes[0].port: must be between 1 and 65535",
+        "probes[1].extra: unknown key",
+    ]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yml")
+
+
+def test_defaults_apply_unless_a_probe_overrides_them() -> None:
+    config = load_config(DATA / "valid-full.yml")
+    corp = config.probe("corp-proxy")
+    fast = config.probe("corp-proxy-fast")
+    assert (corp.interval, corp.timeout) == (30.0, 2.0)
+    assert (fast.interval, fast.timeout) == (0.5, 0.25)
+    assert config.states.consecutive == 2
+
+
+def test_presets_and_user_probes_are_combined() -> None:
+    names = [p.name for p in load_config(DATA / "valid-full.yml").probes]
+    assert "corp-proxy" in names
+    assert any(name.startswith("umbrella") for name in names)
+    assert any(name.startswith("withsecure") for name in names)
+
+
+def test_preset_settings_are_overridable(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("presets:\n  - name: umbrella\n    settings: {swg_host: swg.example.intern}\n")
+    hosts = {p.host for p in load_config(path).probes if isinstance(p, TcpProbe)}
+    assert "swg.example.intern" in hosts
+
+
+def test_builtin_config_is_every_preset_and_valid() -> None:
+    config = builtin_config()
+    assert config.source == "<built-in presets>"
+    assert {p.group.split("-")[0] for p in config.probes} >= {"umbrella", "withsecure"}
+    assert all(p.interval == 15.0 and p.timeout <= 15.0 for p in config.probes)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15.0), ("500ms", 0.5), ("1m", 60.0), ("1.5", 1.5), (2, 2.0), ("1h", 3600.0)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "-1s", "soon", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="duration|greater than zero"):
+        parse_duration(text)
+
+
+def test_secret_from_env_is_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EGRESS_TEST_SECRET", "hunter2")
+    secret = SecretRef(env="EGRESS_TEST_SECRET").resolve()
+    assert secret.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(secret)
+    assert "hunter2" not in str(secret)
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    path.write_text("s3cret\n")
+    assert SecretRef(file=path).resolve().get_secret_value() == "s3cret"
+
+
+def test_secret_needs_exactly_one_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EGRESS_UNSET", raising=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        SecretRef()
+    with pytest.raises(ValueError, match="EGRESS_UNSET is not set"):
+        SecretRef(env="EGRESS_UNSET").resolve()
