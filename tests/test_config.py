@@ -85,7 +85,7 @@ def test_durations(text: object, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["0s", "-1s", "soon", True])
 def test_bad_durations(text: object) -> None:
-    with pytest.raises(ValueError, match="duration|greater than zero"):
+    with pytest.raises(ValueError, match=r"duration|greater than zero"):
         parse_duration(text)
 
 

@@ -1,0 +1,60 @@
+"""Hysteresis: a published state changes only after N consecutive identical verdicts."""
+
+from __future__ import annotations
+
+from exporter.status import Hysteresis, Verdict
+
+FAMILY = (("family", "ipv4"),)
+
+
+def _verdict(state: str, labels: tuple[tuple[str, str], ...] = FAMILY) -> Verdict:
+    return Verdict("dns_protection_state", labels, state, f"because {state}")
+
+
+def _states(published: list[Verdict]) -> list[str]:
+    return [v.state for v in published]
+
+
+def test_first_verdict_is_published_at_once() -> None:
+    assert _states(Hysteresis(3).update([_verdict("protected_encrypted")])) == [
+        "protected_encrypted"
+    ]
+
+
+def test_one_lost_packet_does_not_flap_the_state() -> None:
+    hysteresis = Hysteresis(3)
+    hysteresis.update([_verdict("protected_encrypted")])
+    assert _states(hysteresis.update([_verdict("unprotected")])) == ["protected_encrypted"]
+    assert _states(hysteresis.update([_verdict("protected_encrypted")])) == ["protected_encrypted"]
+    assert _states(hysteresis.update([_verdict("unprotected")])) == ["protected_encrypted"]
+    assert _states(hysteresis.update([_verdict("unprotected")])) == ["protected_encrypted"]
+
+
+def test_state_changes_after_n_consecutive_verdicts() -> None:
+    hysteresis = Hysteresis(3)
+    hysteresis.update([_verdict("protected_encrypted")])
+    for _ in range(2):
+        assert _states(hysteresis.update([_verdict("unprotected")])) == ["protected_encrypted"]
+    assert _states(hysteresis.update([_verdict("unprotected")])) == ["unprotected"]
+
+
+def test_a_different_pending_verdict_restarts_the_count() -> None:
+    hysteresis = Hysteresis(2)
+    hysteresis.update([_verdict("protected_encrypted")])
+    hysteresis.update([_verdict("unprotected")])
+    assert _states(hysteresis.update([_verdict("intercepted")])) == ["protected_encrypted"]
+    assert _states(hysteresis.update([_verdict("intercepted")])) == ["intercepted"]
+
+
+def test_detail_follows_the_latest_identical_verdict() -> None:
+    hysteresis = Hysteresis(3)
+    hysteresis.update([_verdict("unprotected")])
+    newer = Verdict("dns_protection_state", FAMILY, "unprotected", "newer detail")
+    assert hysteresis.update([newer])[0].detail == "newer detail"
+
+
+def test_label_sets_that_disappear_are_dropped() -> None:
+    hysteresis = Hysteresis(3)
+    v6 = (("family", "ipv6"),)
+    hysteresis.update([_verdict("protected_encrypted"), _verdict("unprotected", v6)])
+    assert [v.labels for v in hysteresis.update([_verdict("protected_encrypted")])] == [FAMILY]

@@ -1,0 +1,103 @@
+"""The command line: check (table, JSON, exit codes), --config.check, --version."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+
+
+@pytest.fixture
+def open_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
+def _config(tmp_path: Path, *ports: int) -> str:
+    probes = "".join(
+        f"  - {{name: p{port}, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 1s}}\n"
+        for port in ports
+    )
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n" + probes)
+    return str(path)
+
+
+def test_check_exits_0_when_every_probe_succeeds(tmp_path, open_port, capsys) -> None:
+    assert main(["check", "--config.file", _config(tmp_path, open_port)]) == 0
+    out = capsys.readouterr().out
+    assert f"p{open_port}" in out
+    assert " ok " in out
+
+
+def test_check_exits_1_and_explains_a_failure(tmp_path, open_port, closed_port, capsys) -> None:
+    assert main(["check", "--config.file", _config(tmp_path, open_port, closed_port)]) == 1
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(f"p{closed_port}"))
+    assert "FAIL" in line
+    assert "connection_refused (curl 7)" in line
+    assert "reject rule" in line  # the fix hint
+
+
+def test_check_json_shape(tmp_path, open_port, closed_port, capsys) -> None:
+    main(["check", "--config.file", _config(tmp_path, open_port, closed_port), "--output", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"probes", "states"}
+    by_name = {p["name"]: p for p in report["probes"]}
+    good, bad = by_name[f"p{open_port}"], by_name[f"p{closed_port}"]
+    for probe in (good, bad):
+        assert {
+            "name",
+            "kind",
+            "target",
+            "success",
+            "reason",
+            "duration_seconds",
+            "phases",
+            "detail",
+        } <= set(probe)
+    assert good["success"] is True
+    assert good["reason"] is None
+    assert set(good["phases"]) == {"resolve", "connect"}
+    assert bad["reason"] == "connection_refused"
+    assert bad["target"] == f"127.0.0.1:{closed_port}"
+
+
+def test_bad_config_exits_2_naming_file_line_and_key(tmp_path, capsys) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n  - {name: a, kind: tcp, host: h, port: 99999}\n")
+    assert main(["check", "--config.file", str(path)]) == 2
+    assert main(["--config.file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: probes[0].port: must be between 1 and 65535" in err
+
+
+def test_config_check_validates_and_exits(tmp_path, open_port, capsys) -> None:
+    assert main(["--config.check", "--config.file", _config(tmp_path, open_port)]) == 0
+    assert "valid, 1 probes" in capsys.readouterr().out
+
+
+def test_config_check_of_the_builtin_presets(capsys) -> None:
+    assert main(["--config.check"]) == 0
+    assert "<built-in presets>: valid" in capsys.readouterr().out
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.startswith("egress-exporter ")
