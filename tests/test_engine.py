@@ -79,7 +79,7 @@ async def test_execute_turns_a_timeout_into_a_labelled_result(recorder: Recorder
 async def test_runs_never_overlap_and_skip_missed_ticks(recorder: Recorder) -> None:
     store = ResultStore()
     engine = Engine(store)
-    # Every run hits its timeout, which equals the interval: a run cannot start before the last ended.
+    # Every run hits its timeout, equal to the interval: no run may start before the last ended.
     engine.apply(_config(_probe("busy", seconds=1, interval=0.1, timeout=0.1)))
     await asyncio.sleep(0.65)
     await engine.stop()
