@@ -1,0 +1,565 @@
+"""The ``dns`` kind: one DNS exchange with one server, over UDP or TCP, on any port.
+
+One query, one answer, no retries hidden inside: a lost datagram is a ``timeout``, which is
+what the Secure Client Roaming Module sees too. The reply is parsed with dnspython and checked
+against the expectations (rcodes, answer count, regex, TXT prefix), then optionally against an
+identity check proving the answer came from Umbrella:
+
+- ``opendns_debug``: ``debug.opendns.com`` TXT carries a ``server rN.<site>`` line;
+- ``dnscrypt_cert``: the DNSCrypt certificate served on port 443 is signed by the provider key
+  (Ed25519) and inside its validity window;
+- ``umbrella_welcome``: ``welcome.umbrella.com`` resolves to the address only Umbrella gives.
+
+An answer failing its identity check is ``dns_intercepted``: something else (a DNS proxy, a
+DNAT rule) answered in the vendor's name. On Linux the UDP reply is timestamped by the kernel
+(``SO_TIMESTAMPNS``), so the ``request`` phase does not include event-loop lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import AfterValidator, Discriminator, Field
+
+from exporter.probes import _net
+from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, StrictModel
+from exporter.results import Facts, FailureReason, Observation, PhaseTimer, ProbeError
+
+PHASES = ("connect", "request")
+UMBRELLA_PROVIDER_KEY = (
+    "B735:1140:206F:225D:3E2B:D822:D7FD:691E:A1C3:3CC8:D666:8D0C:BE04:BFAB:CA43:FB79"
+)
+UMBRELLA_WELCOME_ADDRESS = "146.112.59.6"
+_DEBUG_SERVER_LINE = re.compile(r"^server r\d+\.([a-z0-9-]+)$")
+_MAX_MESSAGE = 65535
+# Linux's SO_TIMESTAMPNS (asm-generic value); the reply's cmsg carries a struct timespec.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@ll")
+_KERNEL_TIMESTAMPS = sys.platform == "linux"
+_RCODE_REASONS = {
+    dns.rcode.NXDOMAIN: FailureReason.DNS_NXDOMAIN,
+    dns.rcode.SERVFAIL: FailureReason.DNS_SERVFAIL,
+    dns.rcode.REFUSED: FailureReason.DNS_REFUSED,
+}
+
+
+def _rdatatype(value: str) -> str:
+    try:
+        dns.rdatatype.from_text(value)
+    except dns.exception.DNSException:
+        raise ValueError(f"'{value}' is not a DNS record type") from None
+    return value.upper()
+
+
+def _rdataclass(value: str) -> str:
+    try:
+        dns.rdataclass.from_text(value)
+    except dns.exception.DNSException:
+        raise ValueError(f"'{value}' is not a DNS class") from None
+    return value.upper()
+
+
+def _rcode(value: str) -> str:
+    try:
+        dns.rcode.from_text(value)
+    except dns.exception.DNSException:
+        raise ValueError(f"'{value}' is not a DNS rcode (NOERROR, NXDOMAIN, ...)") from None
+    return value.upper()
+
+
+def _dns_name(value: str) -> str:
+    try:
+        dns.name.from_text(value)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"'{value}' is not a DNS name: {exc}") from None
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+def provider_key_bytes(value: str) -> bytes:
+    """A DNSCrypt provider public key as published (hex, colons optional) -> 32 bytes."""
+    try:
+        key = bytes.fromhex(value.replace(":", ""))
+    except ValueError:
+        raise ValueError("must be hexadecimal, colons allowed (B735:1140:...)") from None
+    if len(key) != 32:
+        raise ValueError(f"must be 32 bytes (64 hex digits), not {len(key)}")
+    return key
+
+
+def _provider_key(value: str) -> str:
+    provider_key_bytes(value)
+    return value
+
+
+class DnsQuery(StrictModel):
+    """The question: name, type and class."""
+
+    name: Annotated[str, AfterValidator(_dns_name)]
+    type: Annotated[str, AfterValidator(_rdatatype)] = "A"
+    rdclass: Annotated[str, AfterValidator(_rdataclass), Field(alias="class")] = "IN"
+
+
+class Edns(StrictModel):
+    """EDNS(0) on the query."""
+
+    payload: Annotated[int, Field(ge=512, le=65535)] = 1232
+    dnssec_ok: bool = False
+
+
+class DnsExpect(StrictModel):
+    """What a good answer looks like; any answer is checked against all that are given."""
+
+    rcodes: list[Annotated[str, AfterValidator(_rcode)]] = Field(
+        default_factory=lambda: ["NOERROR"], min_length=1
+    )
+    min_answers: Annotated[int, Field(ge=0)] = 0
+    answer_regex: Annotated[str, AfterValidator(_regex)] | None = None
+    txt_prefix: str | None = None
+
+
+class DebugIdentity(StrictModel):
+    """``debug.opendns.com`` TXT must carry Umbrella's ``server rN.<site>`` line."""
+
+    check: Literal["opendns_debug"]
+
+
+class DnsCryptIdentity(StrictModel):
+    """The DNSCrypt certificate must be signed by the provider key and be currently valid."""
+
+    check: Literal["dnscrypt_cert"]
+    provider_key: Annotated[str, AfterValidator(_provider_key)] = UMBRELLA_PROVIDER_KEY
+
+
+class WelcomeIdentity(StrictModel):
+    """``welcome.umbrella.com`` must resolve to the address only Umbrella's resolvers give."""
+
+    check: Literal["umbrella_welcome"]
+    address: IPAddress = UMBRELLA_WELCOME_ADDRESS
+
+
+Identity = Annotated[DebugIdentity | DnsCryptIdentity | WelcomeIdentity, Discriminator("check")]
+
+
+class DnsProbe(ProbeConfig):
+    """Config of a ``dns`` probe."""
+
+    kind: Literal["dns"]
+    server: IPAddress
+    port: Port = 53
+    protocol: Literal["udp", "tcp"] = "udp"
+    query: DnsQuery
+    edns: Edns | None = None
+    expect: DnsExpect = Field(default_factory=DnsExpect)
+    identity: Identity | None = None
+    # How the DNS protection state uses this probe (exporter/status/dns.py): a candidate
+    # decides Protected/Unprotected, a supporting probe (TCP) only marks the state degraded.
+    protection: Literal["candidate", "supporting"] | None = None
+
+    @property
+    def target(self) -> str:
+        """``server:port`` (brackets around IPv6) for the target label."""
+        server = f"[{self.server}]" if ":" in self.server else self.server
+        return f"{server}:{self.port}"
+
+    @property
+    def transport(self) -> str:
+        """``udp`` or ``tcp``."""
+        return self.protocol
+
+    @property
+    def family(self) -> str:
+        """The server's address family."""
+        return "ipv6" if ipaddress.ip_address(self.server).version == 6 else "ipv4"
+
+
+async def run(config: DnsProbe, timer: PhaseTimer) -> Observation:
+    """Send one query, read one reply, check it; failures raise ProbeError with the facts."""
+    query = _make_query(config)
+    if config.protocol == "udp":
+        wire = await _udp_exchange(config, query.to_wire(), timer)
+    else:
+        wire = await _tcp_exchange(config, query.to_wire(), timer)
+    facts: Facts = {"answering_server": config.server, "response_size_bytes": float(len(wire))}
+    response = _parse(query, wire, facts)
+    problem = (
+        _truncation_problem(config, response)
+        or _rcode_problem(config, response)
+        or _answer_problem(config.expect, response)
+        or _identity_problem(config.identity, response, facts)
+    )
+    if problem is not None:
+        reason, detail = problem
+        raise ProbeError(reason, detail, facts=facts)
+    return Observation(facts=facts)
+
+
+def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
+    return dns.message.make_query(
+        config.query.name,
+        config.query.type,
+        config.query.rdclass,
+        use_edns=0 if config.edns is not None else False,
+        payload=config.edns.payload if config.edns is not None else None,
+        want_dnssec=config.edns is not None and config.edns.dnssec_ok,
+    )
+
+
+# -- the exchange ----------------------------------------------------------------------------
+
+
+async def _udp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> bytes:
+    family = socket.AF_INET6 if ":" in config.server else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
+    try:
+        try:
+            # connect() on UDP only looks the route up: failing here means this vantage point
+            # has no route (or no address) for the family, which the protection state reports
+            # as not_applicable rather than as a network fault.
+            sock.connect((config.server, config.port))
+        except OSError as exc:
+            raise ProbeError(
+                FailureReason.NETWORK_UNREACHABLE,
+                f"no route to {config.server} from this host: {exc.strerror}",
+                facts={"route": "none"},
+            ) from None
+        kernel_stamps = _enable_timestamps(sock)
+        sent_wall_ns, sent = time.time_ns(), time.monotonic()
+        sock.send(wire)
+        # A connected UDP socket only accepts datagrams from the server, and an ICMP port
+        # unreachable surfaces here as ECONNREFUSED.
+        data, ancillary = await _receive(sock)
+        userland = time.monotonic() - sent
+    finally:
+        sock.close()
+    rtt = _kernel_rtt(ancillary, sent_wall_ns, userland) if kernel_stamps else None
+    timer.add("request", userland if rtt is None else rtt)
+    return data
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    if not _KERNEL_TIMESTAMPS:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+async def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[tuple[bytes, list[tuple[int, int, bytes]]]] = loop.create_future()
+
+    def readable() -> None:
+        if received.done():
+            return
+        try:
+            data, ancillary, _, _ = sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(_TIMESPEC.size))
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            received.set_exception(exc)
+        else:
+            received.set_result((data, ancillary))
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        return await received
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+def _kernel_rtt(
+    ancillary: list[tuple[int, int, bytes]], sent_wall_ns: int, userland: float
+) -> float | None:
+    """The RTT from the kernel's receive timestamp, or None when it is missing or implausible.
+
+    The kernel stamps with the wall clock, so a clock step between send and receive would show;
+    a value outside [0, userland] is such a step and the userland figure is used instead.
+    """
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) == _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack(data)
+            rtt = (seconds * 1_000_000_000 + nanoseconds - sent_wall_ns) / 1e9
+            return rtt if 0.0 <= rtt <= userland else None
+    return None
+
+
+async def _tcp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> bytes:
+    with timer.measure("connect"):
+        sock = await _net.tcp_connect(config.server, config.port)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        with timer.measure("request"):
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+            return await _read_tcp_message(reader)
+    finally:
+        writer.close()
+
+
+async def _read_tcp_message(reader: asyncio.StreamReader) -> bytes:
+    try:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProbeError(FailureReason.DNS_BAD_RESPONSE, "reply cut after 1 byte") from None
+        raise  # closed without a reply: the reason mapping says connection_reset
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ProbeError(
+            FailureReason.DNS_BAD_RESPONSE,
+            f"reply cut after {len(exc.partial)} of {length} announced bytes",
+        ) from None
+
+
+# -- checking the reply ------------------------------------------------------------------------
+
+
+def _parse(query: dns.message.Message, wire: bytes, facts: Facts) -> dns.message.Message:
+    try:
+        response = dns.message.from_wire(wire)
+    except dns.exception.DNSException as exc:
+        raise ProbeError(
+            FailureReason.DNS_BAD_RESPONSE,
+            f"malformed reply ({len(wire)} bytes): {exc}",
+            facts=facts,
+        ) from None
+    facts["rcode"] = float(response.rcode())
+    facts["truncated"] = float(bool(response.flags & dns.flags.TC))
+    facts["answer_count"] = float(sum(len(rrset) for rrset in response.answer))
+    if not query.is_response(response):
+        raise ProbeError(
+            FailureReason.DNS_BAD_RESPONSE,
+            f"reply does not answer the query (id {response.id} for {query.id}, or another "
+            "question)",
+            facts=facts,
+        )
+    return response
+
+
+Problem = tuple[FailureReason, str] | None
+
+
+def _truncation_problem(config: DnsProbe, response: dns.message.Message) -> Problem:
+    if config.protocol == "udp" and response.flags & dns.flags.TC:
+        return (
+            FailureReason.DNS_BAD_RESPONSE,
+            "truncated reply (TC=1): the full answer needs TCP",
+        )
+    return None
+
+
+def _rcode_problem(config: DnsProbe, response: dns.message.Message) -> Problem:
+    rcode = response.rcode()
+    name = dns.rcode.to_text(rcode)
+    if name in config.expect.rcodes:
+        return None
+    if config.identity is not None:
+        # The vendor's resolvers answer their own check names; anything else answered.
+        return (
+            FailureReason.DNS_INTERCEPTED,
+            f"{name} for {config.query.name}: not the vendor's answer ({config.identity.check})",
+        )
+    reason = _RCODE_REASONS.get(rcode, FailureReason.DNS_BAD_RESPONSE)
+    return reason, f"{name} for {config.query.name} (expected {'/'.join(config.expect.rcodes)})"
+
+
+def answer_texts(response: dns.message.Message) -> list[str]:
+    """Every answer record as text; TXT records as their joined, decoded strings."""
+    texts = []
+    for rrset in response.answer:
+        for rdata in rrset:
+            if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT):
+                texts.append(b"".join(rdata.strings).decode("utf-8", "replace"))
+            else:
+                texts.append(rdata.to_text())
+    return texts
+
+
+def _txt_blobs(response: dns.message.Message) -> list[bytes]:
+    return [
+        b"".join(rdata.strings)
+        for rrset in response.answer
+        for rdata in rrset
+        if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
+    ]
+
+
+def _answer_problem(expect: DnsExpect, response: dns.message.Message) -> Problem:
+    texts = answer_texts(response)
+    if len(texts) < expect.min_answers:
+        return (
+            FailureReason.DNS_BAD_RESPONSE,
+            f"{len(texts)} answers, expected at least {expect.min_answers}",
+        )
+    if expect.answer_regex is not None:
+        pattern = re.compile(expect.answer_regex)
+        if not any(pattern.search(text) for text in texts):
+            return (
+                FailureReason.DNS_BAD_RESPONSE,
+                f"no answer matches /{expect.answer_regex}/: {_shorten(texts)}",
+            )
+    if expect.txt_prefix is not None:
+        prefix = expect.txt_prefix.encode()
+        if not any(blob.startswith(prefix) for blob in _txt_blobs(response)):
+            return (
+                FailureReason.DNS_BAD_RESPONSE,
+                f"no TXT answer starts with '{expect.txt_prefix}': {_shorten(texts)}",
+            )
+    return None
+
+
+def _shorten(texts: list[str]) -> str:
+    joined = "; ".join(texts) or "(no answers)"
+    return joined if len(joined) <= 120 else joined[:117] + "..."
+
+
+def _identity_problem(
+    identity: DebugIdentity | DnsCryptIdentity | WelcomeIdentity | None,
+    response: dns.message.Message,
+    facts: Facts,
+) -> Problem:
+    if isinstance(identity, DebugIdentity):
+        return _debug_problem(response, facts)
+    if isinstance(identity, DnsCryptIdentity):
+        return _dnscrypt_problem(identity, response, facts)
+    if isinstance(identity, WelcomeIdentity):
+        return _welcome_problem(identity, response)
+    return None
+
+
+def _debug_problem(response: dns.message.Message, facts: Facts) -> Problem:
+    for text in answer_texts(response):
+        match = _DEBUG_SERVER_LINE.match(text)
+        if match:
+            facts["site"] = match.group(1)
+            return None
+    return (
+        FailureReason.DNS_INTERCEPTED,
+        f"no 'server rN.<site>' line in the debug answer: {_shorten(answer_texts(response))}",
+    )
+
+
+def _welcome_problem(identity: WelcomeIdentity, response: dns.message.Message) -> Problem:
+    texts = answer_texts(response)
+    if identity.address in texts:
+        return None
+    return (
+        FailureReason.DNS_INTERCEPTED,
+        f"welcome answer {_shorten(texts)} is not {identity.address}: another resolver answered",
+    )
+
+
+# -- DNSCrypt certificates -----------------------------------------------------------------------
+
+_CERT_MAGIC = b"DNSC"
+_CERT = struct.Struct("!4sHH64s32s8sIII")  # magic, es-version, minor, signature, signed part
+
+
+@dataclass(frozen=True)
+class DnsCryptCertificate:
+    """A DNSCrypt v2 resolver certificate (dnscrypt.info protocol, section "Certificates")."""
+
+    es_version: int
+    signature: bytes
+    signed: bytes  # resolver-pk .. extensions: what the provider key signs
+    serial: int
+    not_before: int
+    not_after: int
+
+
+def parse_certificate(blob: bytes) -> DnsCryptCertificate | None:
+    """Parse a certificate TXT record; None when it is not one."""
+    if len(blob) < _CERT.size or not blob.startswith(_CERT_MAGIC):
+        return None
+    _, es_version, _, signature, _, _, serial, not_before, not_after = _CERT.unpack_from(blob)
+    return DnsCryptCertificate(es_version, signature, blob[72:], serial, not_before, not_after)
+
+
+def certificate_problem(cert: DnsCryptCertificate, provider_key: bytes, now: float) -> str | None:
+    """Why ``cert`` is not a valid certificate of the provider right now, or None."""
+    try:
+        Ed25519PublicKey.from_public_bytes(provider_key).verify(cert.signature, cert.signed)
+    except InvalidSignature:
+        return f"certificate serial {cert.serial} is not signed by the provider key"
+    if not cert.not_before <= now <= cert.not_after:
+        return (
+            f"certificate serial {cert.serial} is valid {_utc(cert.not_before)} to "
+            f"{_utc(cert.not_after)}, not now (a replayed certificate, or this host's clock)"
+        )
+    return None
+
+
+def _utc(timestamp: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _dnscrypt_problem(
+    identity: DnsCryptIdentity, response: dns.message.Message, facts: Facts
+) -> Problem:
+    key = provider_key_bytes(identity.provider_key)
+    now = time.time()
+    reasons = []
+    valid = []
+    for blob in _txt_blobs(response):
+        cert = parse_certificate(blob)
+        if cert is None:
+            reasons.append(f"not a DNSCrypt certificate: {blob[:16]!r}")
+            continue
+        problem = certificate_problem(cert, key, now)
+        if problem is None:
+            valid.append(cert)
+        else:
+            reasons.append(problem)
+    if valid:
+        facts["dnscrypt_cert_not_after_timestamp_seconds"] = float(max(c.not_after for c in valid))
+        return None
+    return (
+        FailureReason.DNS_INTERCEPTED,
+        "no valid DNSCrypt certificate: " + ("; ".join(reasons) or "no TXT answer"),
+    )
+
+
+KIND = ProbeKind(
+    name="dns",
+    config=DnsProbe,
+    phases=PHASES,
+    run=run,
+    facts={
+        "rcode": "DNS rcode of the last reply (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED).",
+        "answer_count": "Records in the answer section of the last reply.",
+        "truncated": "Whether the last reply had the TC flag set (1) or not (0).",
+        "response_size_bytes": "Size of the last reply on the wire, in bytes.",
+        "dnscrypt_cert_not_after_timestamp_seconds": "Expiry of the newest valid DNSCrypt "
+        "certificate served.",
+    },
+)
