@@ -319,20 +319,7 @@ class Lab:
     # -- probing from the client ----------------------------------------------------------------
     def check(self, config: Mapping[str, Any] | str, timeout: float = 60) -> dict[str, Any]:
         """Run ``egress-exporter check --output json`` in the client namespace."""
-        path = self.write_config(config)
-        proc = self.ns(
-            self.client,
-            sys.executable,
-            "-m",
-            "exporter",
-            "check",
-            "--config.file",
-            str(path),
-            "--output",
-            "json",
-            check=False,
-            timeout=timeout,
-        )
+        proc = self._run_check(config, timeout, "--output", "json")
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"check exited {proc.returncode}: {proc.stderr}")
         result: dict[str, Any] = json.loads(proc.stdout)
@@ -341,18 +328,14 @@ class Lab:
 
     def check_table(self, config: Mapping[str, Any] | str, timeout: float = 60) -> str:
         """Run ``egress-exporter check`` (the human table) in the client namespace."""
+        return self._run_check(config, timeout).stdout
+
+    def _run_check(
+        self, config: Mapping[str, Any] | str, timeout: float, *flags: str
+    ) -> subprocess.CompletedProcess[str]:
         path = self.write_config(config)
-        return self.ns(
-            self.client,
-            sys.executable,
-            "-m",
-            "exporter",
-            "check",
-            "--config.file",
-            str(path),
-            check=False,
-            timeout=timeout,
-        ).stdout
+        command = (sys.executable, "-m", "exporter", "check", "--config.file", str(path), *flags)
+        return self.ns(self.client, *command, check=False, timeout=timeout)
 
     def write_config(self, config: Mapping[str, Any] | str) -> Path:
         """Write a config (a mapping or YAML text) into the lab's work directory."""
