@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.probes import tcp
+from exporter.probes import dns, tcp
 from exporter.probes.base import ProbeKind
 
 KINDS: Mapping[str, ProbeKind] = {
     tcp.KIND.name: tcp.KIND,
+    dns.KIND.name: dns.KIND,
 }

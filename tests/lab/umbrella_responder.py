@@ -128,7 +128,7 @@ class UdpServer:
         self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.bind((address, port))
-        self.sock.setblocking(False)  # noqa: FBT003
+        self.sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.sock.fileno(), self._readable)
 
