@@ -37,7 +37,10 @@ class StateRule:
     evaluate: Callable[[Config, Mapping[str, ProbeResult]], list[Verdict]]
 
 
-RULES: tuple[StateRule, ...] = ()
+# Rule modules use Verdict and StateRule above, so they are imported after them.
+from exporter.status import dns, web  # noqa: E402
+
+RULES: tuple[StateRule, ...] = (dns.RULE, web.RULE)
 
 
 def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:
