@@ -106,12 +106,35 @@ async def connect_tunnel(
     peer: str,
 ) -> ResponseHead:
     """Send ``CONNECT target`` on an open proxy connection and read the proxy's answer."""
-    lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}", "User-Agent: egress-exporter"]
+    await _send_head(writer, f"CONNECT {target} HTTP/1.1", target, authorization)
+    return await read_head(reader, peer)
+
+
+async def forward_get(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    url: str,
+    authorization: str | None,
+    peer: str,
+) -> ResponseHead:
+    """Send ``GET url`` (absolute form, as a client speaks to a forward proxy); read the head."""
+    host = urlsplit(url).netloc
+    await _send_head(writer, f"GET {url} HTTP/1.1", host, authorization, "Connection: close")
+    return await read_head(reader, peer)
+
+
+async def _send_head(
+    writer: asyncio.StreamWriter,
+    request_line: str,
+    host: str,
+    authorization: str | None,
+    *extra: str,
+) -> None:
+    lines = [request_line, f"Host: {host}", "User-Agent: egress-exporter", *extra]
     if authorization is not None:
         lines.append(f"Proxy-Authorization: {authorization}")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     await writer.drain()
-    return await read_head(reader, peer)
 
 
 def refusal(head: ResponseHead, target: str) -> ProbeError | None:

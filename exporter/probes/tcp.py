@@ -3,6 +3,11 @@
 This is the Secure Web Gateway reachability check of the Cisco article: the agent fails open
 when the handshake to its proxy fails. A drop (SYN unanswered) is ``timeout``, a reject (RST)
 is ``connection_refused``, an ICMP unreachable is ``network_unreachable``.
+
+For an SWG the name can be resolved through the vendor's resolvers and the system resolver at
+once (the FQDN anycast relies on the vendor's DNS; both answers are recorded), a fallback
+address stands in when neither resolves (Umbrella's TCP anycast), and an optional layer-7
+check asks the proxy itself for an answer on each connection.
 """
 
 from __future__ import annotations
@@ -10,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from exporter.probes import _net
+from exporter.probes import _net, _proxy
 from exporter.probes.base import Family, IPAddress, Port, ProbeConfig, ProbeKind, StrictModel
 from exporter.results import (
     EndpointResult,
+    Facts,
     FailureReason,
     Observation,
     PhaseTimer,
@@ -26,9 +34,12 @@ from exporter.results import (
     reason_for,
 )
 
-PHASES = ("resolve", "connect", "tls")
+PHASES = ("resolve", "connect", "tls", "proxy_connect")
 # Leave the engine's own timeout as a backstop: endpoints finish (and report) before it fires.
 _ENDPOINT_MARGIN_SECONDS = 0.05
+# With a second resolver or a fallback, one resolver that does not answer may use at most this
+# share of the timeout, so the other answer or the fallback still gets probed.
+_RESOLVE_SHARE = 0.5
 
 
 class TlsOptions(StrictModel):
@@ -40,6 +51,36 @@ class TlsOptions(StrictModel):
     expected_issuers: list[str] = Field(default_factory=list)
 
 
+class ProxyCheck(StrictModel):
+    """Layer 7 on each connection: any HTTP answer from the proxy itself proves it reachable.
+
+    ``CONNECT`` asks for a tunnel to the echo URL's host on 443; ``GET`` sends the echo URL in
+    absolute form, as browsers do through a forward proxy on port 80.
+    """
+
+    enabled: bool = True
+    method: Literal["CONNECT", "GET"] = "CONNECT"
+    url: str = "http://www.msftconnecttest.com/connecttest.txt"
+    # An unauthenticated client gets 401 or 407 from the vendor's proxy: still reachable.
+    reachable_statuses: list[int] = Field(default_factory=lambda: [200, 401, 403, 407])
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"'{url}' is not an absolute http:// URL")
+        return url
+
+    @property
+    def target(self) -> str:
+        """What the request names: ``host:443`` for CONNECT, the URL for GET."""
+        if self.method == "GET":
+            return self.url
+        host = urlsplit(self.url).hostname or ""
+        return f"[{host}]:443" if ":" in host else f"{host}:443"
+
+
 class TcpProbe(ProbeConfig):
     """Config of a ``tcp`` probe."""
 
@@ -48,9 +89,23 @@ class TcpProbe(ProbeConfig):
     port: Port
     address_family: Family = "any"
     resolvers: list[IPAddress] = Field(default_factory=list)
+    also_system_resolver: bool = False
+    fallback_addresses: list[IPAddress] = Field(default_factory=list)
     first_address_only: bool = False
     source_address: IPAddress | None = None
     tls: TlsOptions | None = None
+    proxy_check: ProxyCheck | None = None
+    # Counts this probe towards the web protection state of the named SWG.
+    swg_proxy: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @model_validator(mode="after")
+    def _system_resolver_needs_resolvers(self) -> TcpProbe:
+        if self.also_system_resolver and not self.resolvers:
+            raise ValueError(
+                "also_system_resolver needs 'resolvers' (the system resolver is "
+                "the default without them)"
+            )
+        return self
 
     @property
     def target(self) -> str:
@@ -66,15 +121,16 @@ class TcpProbe(ProbeConfig):
 async def run(config: TcpProbe, timer: PhaseTimer) -> Observation:
     """Resolve, then connect to every address (or the first) concurrently."""
     started = time.monotonic()
+    facts: Facts = {}
     with timer.measure("resolve"):
-        addresses = await _net.resolve(config.host, config.address_family, config.resolvers)
+        addresses = await _addresses(config, facts)
     if config.first_address_only:
         addresses = addresses[:1]
     budget = config.timeout - (time.monotonic() - started) - _ENDPOINT_MARGIN_SECONDS
     endpoints = await asyncio.gather(*(_probe_address(config, a, budget) for a in addresses))
     for phase, seconds in endpoints[0][0].phases.items():
         timer.add(phase, seconds)
-    facts = endpoints[0][1]
+    facts.update(endpoints[0][1])
     results = tuple(endpoint for endpoint, _ in endpoints)
     failed = [e for e in results if not e.success]
     if failed:
@@ -88,6 +144,58 @@ async def run(config: TcpProbe, timer: PhaseTimer) -> Observation:
             endpoints=results,
         )
     return Observation(facts=facts, endpoints=results)
+
+
+async def _addresses(config: TcpProbe, facts: Facts) -> list[str]:
+    """Resolve through every configured source; the fallback stands in when none answers."""
+    sources: dict[str, Sequence[str]] = {"system": ()}
+    if config.resolvers:
+        sources = {"resolvers": config.resolvers}
+        if config.also_system_resolver:
+            sources["system"] = ()
+    limited = len(sources) > 1 or bool(config.fallback_addresses)
+    limit = config.timeout * _RESOLVE_SHARE if limited else None
+    outcomes = await asyncio.gather(*(_resolve(config, ns, limit) for ns in sources.values()))
+    answers = dict(zip(sources, outcomes, strict=True))
+    if len(answers) > 1:
+        _compare_answers(answers, facts)
+    if config.fallback_addresses:
+        facts["fallback_used"] = 0.0
+    found = [address for outcome in outcomes if isinstance(outcome, list) for address in outcome]
+    if found:
+        return list(dict.fromkeys(found))
+    error = next(outcome for outcome in outcomes if isinstance(outcome, ProbeError))
+    if not config.fallback_addresses:
+        raise ProbeError(error.reason, error.detail, facts=facts)
+    # What the agent does too: Umbrella's client falls back to the published anycast address.
+    facts["fallback_used"] = 1.0
+    facts["resolve_error"] = f"{error.reason}: {error.detail}"
+    return list(config.fallback_addresses)
+
+
+async def _resolve(
+    config: TcpProbe, nameservers: Sequence[str], limit: float | None
+) -> list[str] | ProbeError:
+    try:
+        async with asyncio.timeout(limit):
+            return await _net.resolve(config.host, config.address_family, nameservers)
+    except Exception as exc:  # noqa: BLE001 - the caller weighs each source's failure
+        reason, detail = reason_for(exc)
+        where = ", ".join(nameservers) or "the system resolver"
+        return ProbeError(reason, f"{detail} (via {where})")
+
+
+def _compare_answers(answers: dict[str, list[str] | ProbeError], facts: Facts) -> None:
+    """Record each source's addresses (or its failure) and whether the address sets differ."""
+    sets = []
+    for source, outcome in answers.items():
+        if isinstance(outcome, ProbeError):
+            facts[f"addresses_{source}"] = f"failed: {outcome.reason}"
+            sets.append(frozenset[str]())
+        else:
+            facts[f"addresses_{source}"] = ",".join(outcome)
+            sets.append(frozenset(outcome))
+    facts["resolver_answers_differ"] = float(len(set(sets)) > 1)
 
 
 async def _probe_address(
@@ -118,28 +226,64 @@ async def _handshake(
     rtt = _net.kernel_rtt_seconds(sock)
     if rtt is not None:
         facts["rtt_seconds"] = rtt
-    if config.tls is None:
+    check = config.proxy_check if config.proxy_check and config.proxy_check.enabled else None
+    if config.tls is None and check is None:
         sock.close()
         return
-    tls = config.tls
-    context = _net.client_tls_context(tls.ca_file, tls.verify)
-    server_name = tls.server_name or (None if _net.is_ip(config.host) else config.host)
-    _, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=_proxy.MAX_HEAD_BYTES)
     try:
-        with timer.measure("tls"):
-            await writer.start_tls(context, server_hostname=server_name)
-        cert = _net.peer_certificate(writer.get_extra_info("ssl_object"))
-        if cert is not None:
-            facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
-            facts["tls_issuer"] = cert.issuer
-        _net.check_issuer(cert, tls.expected_issuers)
-    except ConnectionError as exc:
-        # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
-        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
+        if config.tls is not None:
+            await _start_tls(config, config.tls, writer, timer, facts)
+        if check is not None:
+            with timer.measure("proxy_connect"):
+                await _ask_proxy(check, reader, writer, f"{address}:{config.port}", facts)
     finally:
         writer.close()
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             await writer.wait_closed()
+
+
+async def _start_tls(
+    config: TcpProbe,
+    tls: TlsOptions,
+    writer: asyncio.StreamWriter,
+    timer: PhaseTimer,
+    facts: Facts,
+) -> None:
+    context = _net.client_tls_context(tls.ca_file, tls.verify)
+    server_name = tls.server_name or (None if _net.is_ip(config.host) else config.host)
+    try:
+        with timer.measure("tls"):
+            await writer.start_tls(context, server_hostname=server_name)
+    except ConnectionError as exc:
+        # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
+        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
+    cert = _net.peer_certificate(writer.get_extra_info("ssl_object"))
+    if cert is not None:
+        facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
+        facts["tls_issuer"] = cert.issuer
+    _net.check_issuer(cert, tls.expected_issuers)
+
+
+async def _ask_proxy(
+    check: ProxyCheck,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    peer: str,
+    facts: Facts,
+) -> None:
+    """Send the check's request; an answer outside ``reachable_statuses`` is ``http_status``."""
+    if check.method == "CONNECT":
+        head = await _proxy.connect_tunnel(reader, writer, check.target, None, peer)
+    else:
+        head = await _proxy.forward_get(reader, writer, check.target, None, peer)
+    facts["proxy_status_code"] = float(head.status)
+    if head.status not in check.reachable_statuses:
+        raise ProbeError(
+            FailureReason.HTTP_STATUS,
+            f"{peer}: proxy answered {head.status} {head.reason} to {check.method} "
+            f"{check.target} (reachable: {check.reachable_statuses})",
+        )
 
 
 KIND = ProbeKind(
@@ -150,5 +294,9 @@ KIND = ProbeKind(
     facts={
         "rtt_seconds": "Kernel smoothed RTT of the first address's handshake (TCP_INFO).",
         "tls_cert_not_after_timestamp_seconds": "Expiry of the server certificate.",
+        "proxy_status_code": "HTTP status the proxy answered to the layer-7 check.",
+        "resolver_answers_differ": "1 when the given resolvers and the system resolver answered "
+        "different address sets.",
+        "fallback_used": "1 when no resolver answered and the fallback addresses were probed.",
     },
 )
