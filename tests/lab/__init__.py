@@ -127,6 +127,15 @@ class Lab:
         """Create namespaces, links, addresses, routes and the lab resolver."""
         for ns in (self.client, self.fw, self.cloud):
             sh("ip", "netns", "add", ns)
+            # No duplicate address detection: a tentative link-local address cannot send
+            # neighbour solicitations, which would make the first IPv6 packets vanish.
+            self.ns(
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            )
             self.ns(ns, "ip", "link", "set", "lo", "up")
         self._link(self.client, f"ec{self.tag}", self.fw, f"ef{self.tag}")
         self._link(self.fw, f"eg{self.tag}", self.cloud, f"eh{self.tag}")
