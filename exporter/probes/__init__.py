@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from exporter.probes import dns, tcp
+from exporter.probes import dns, http, tcp
 from exporter.probes.base import ProbeKind
 
 KINDS: Mapping[str, ProbeKind] = {
     tcp.KIND.name: tcp.KIND,
     dns.KIND.name: dns.KIND,
+    http.KIND.name: http.KIND,
 }

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr, field_validator
 
+from exporter.probes import _net
 from exporter.probes.base import SecretRef, StrictModel
-from exporter.results import FailureReason, ProbeError
+from exporter.results import FailureReason, PhaseTimer, ProbeError, reason_for
 
 MAX_HEAD_BYTES = 16 * 1024
 _HTTP_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
@@ -151,3 +152,29 @@ def refusal(head: ResponseHead, target: str) -> ProbeError | None:
         FailureReason.PROXY_DENIED,
         f"proxy answered {head.status} {head.reason} to CONNECT {target}",
     )
+
+
+async def open_proxy(
+    proxy: ProxySettings, timer: PhaseTimer
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Resolve and connect to a proxy that sits on the path to a target (phases resolve, connect).
+
+    Failing to reach the proxy is not the target's fault: a name that does not resolve is
+    ``proxy_resolve_failed`` (curl 5, "Could not resolve proxy") and a refused or unreachable
+    connection is ``proxy_connect_failed``. The reader is bounded for :func:`read_head`.
+    """
+    try:
+        with timer.measure("resolve"):
+            addresses = await _net.resolve(proxy.host)
+    except ProbeError as exc:
+        raise ProbeError(
+            FailureReason.PROXY_RESOLVE_FAILED, f"could not resolve proxy: {exc.detail}"
+        ) from None
+    where = f"proxy {proxy.host}:{proxy.port} ({addresses[0]})"
+    try:
+        with timer.measure("connect"):
+            sock = await _net.tcp_connect(addresses[0], proxy.port)
+    except OSError as exc:
+        _, detail = reason_for(exc)
+        raise ProbeError(FailureReason.PROXY_CONNECT_FAILED, f"{where}: {detail}") from None
+    return await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)

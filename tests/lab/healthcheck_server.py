@@ -1,0 +1,108 @@
+"""An HTTP(S) server standing in for the WithSecure Security Cloud healthchecks in the lab.
+
+Usage: healthcheck_server.py ADDRESS:PORT [ADDRESS:PORT ...] [--cert CERT --key KEY]
+                             [--delay SECONDS]
+
+Every path answers ``ok`` (like the real healthchecks) unless it starts with one of:
+
+- ``/portal``        200 with a captive-portal page
+- ``/status/<code>`` that status (e.g. ``/status/503``)
+- ``/endless``       200 with a body that never ends (streamed as fast as the client reads)
+- ``/drip``          200 with a body that drips one byte every 200 ms, forever
+- ``/delay/<s>``     ``ok`` after ``s`` seconds
+- ``/redirect``      302 to ``/doorman/v1/healthcheck``
+- ``/chunked``       ``ok`` with chunked transfer encoding
+
+``--delay`` adds that delay before every answer (a slow path for unchanged URLs). Each request
+is logged as one line (method, target and headers) so tests can see what a client sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+import sys
+
+PORTAL = b"<html><head><title>Guest Wi-Fi</title></head><body>Accept the terms</body></html>"
+
+
+async def _serve(listen: list[str], context: ssl.SSLContext | None, delay: float) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            print(head.decode("latin-1").replace("\r\n", " | "), flush=True)  # noqa: T201
+            method, target, _ = head.split(b"\r\n")[0].decode("latin-1").split(" ", 2)
+            await asyncio.sleep(delay)
+            await _answer(writer, method, target)
+        writer.close()
+
+    servers = []
+    for item in listen:
+        host, _, port = item.rpartition(":")
+        servers.append(
+            await asyncio.start_server(handle, host.strip("[]"), int(port), ssl=context)
+        )
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+def _head(status: str, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _fixed(status: str, body: bytes, method: str, **headers: str) -> bytes:
+    head = _head(
+        status, {"Content-Type": "text/plain", "Content-Length": str(len(body)), **headers}
+    )
+    return head if method == "HEAD" else head + body
+
+
+async def _answer(writer: asyncio.StreamWriter, method: str, target: str) -> None:
+    path = target.split("://", 1)[-1].split("/", 1)[-1] if "://" in target else target[1:]
+    parts = path.split("/")
+    if parts[0] == "delay":
+        await asyncio.sleep(float(parts[1]))
+    if parts[0] == "portal":
+        writer.write(_fixed("200 OK", PORTAL, method))
+    elif parts[0] == "status":
+        writer.write(_fixed(f"{parts[1]} Lab Status", b"unavailable", method))
+    elif parts[0] == "redirect":
+        writer.write(_fixed("302 Found", b"", method, Location="/doorman/v1/healthcheck"))
+    elif parts[0] == "chunked":
+        writer.write(_head("200 OK", {"Transfer-Encoding": "chunked"}) + b"2\r\nok\r\n0\r\n\r\n")
+    elif parts[0] in {"endless", "drip"}:
+        writer.write(_head("200 OK", {"Content-Type": "text/plain"}))
+        await _stream_forever(writer, drip=parts[0] == "drip")
+    else:
+        writer.write(_fixed("200 OK", b"ok\n", method))
+    await writer.drain()
+
+
+async def _stream_forever(writer: asyncio.StreamWriter, drip: bool) -> None:
+    chunk = b"o" if drip else b"x" * 16384
+    while True:
+        writer.write(chunk)
+        await writer.drain()  # raises once the client has gone
+        if drip:
+            await asyncio.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("listen", nargs="+")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    context = None
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    asyncio.run(_serve(args.listen, context, args.delay))
+
+
+if __name__ == "__main__":
+    main()
