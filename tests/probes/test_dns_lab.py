@@ -1,0 +1,356 @@
+"""The ``dns`` kind and the DNS protection state in the lab, with the Umbrella preset.
+
+The cloud namespace owns the real Umbrella resolver addresses; an Umbrella-like responder
+answers there (debug TXT with a ``server`` line, DNSCrypt certificates signed by a test key
+that the config sets as the provider key). A real unbound on the lab's own addresses plays
+the rogue resolver a firewall redirects to, and gives generic rcode behaviour.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from lab import FW_CLIENT_V4, FW_CLIENT_V6, LAB_DIR, Lab
+
+V4 = ("208.67.222.222", "208.67.220.220")
+V6 = ("2620:119:35::35", "2620:119:53::53")
+ROGUE = "203.0.113.53"  # unbound: the resolver a firewall redirects port 53 to
+REFUSING = "203.0.113.55"  # the same unbound, refusing every query by ACL
+FORGER = "203.0.113.54"  # an Umbrella look-alike signing certificates with its own key
+TEST_SEED = bytes(range(100, 132))
+FORGER_SEED = bytes(range(200, 232))
+V4_SET = "{ " + ", ".join(V4) + " }"
+V6_SET = "{ " + ", ".join(V6) + " }"
+
+
+def _public_key(seed: bytes) -> str:
+    raw = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return raw.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(":")
+
+
+def _rogue_unbound(lab: Lab) -> list[str]:
+    return [
+        "server:",
+        '  username: ""',
+        '  chroot: ""',
+        '  pidfile: ""',
+        f'  directory: "{lab.workdir}"',
+        "  do-daemonize: no",
+        "  use-syslog: no",
+        '  logfile: ""',
+        "  verbosity: 0",
+        f"  interface: {ROGUE}",
+        f"  interface: {REFUSING}",
+        # Per-address ACLs: the rogue answers anyone, the other refuses (unbound's default).
+        f"  interface-action: {ROGUE} allow",
+        f"  interface-action: {REFUSING} refuse",
+        '  module-config: "iterator"',
+        "  num-threads: 1",
+        "  so-reuseport: no",
+        '  local-zone: "." static',
+        "  local-data: 'debug.opendns.com. 5 IN TXT \"corporate resolver\"'",
+        '  local-data: "welcome.umbrella.com. 5 IN A 146.112.59.7"',
+        # A stub zone on localhost, which unbound will not query: SERVFAIL at once.
+        '  local-zone: "servfail.lab.test." transparent',
+        "stub-zone:",
+        '  name: "servfail.lab.test."',
+        "  stub-addr: 127.0.0.1@9",
+        "remote-control:",
+        "  control-enable: no",
+    ]
+
+
+@pytest.fixture(scope="module")
+def resolvers(lab: Lab) -> Iterator[None]:
+    """The Umbrella look-alike on the four resolver addresses, the forger and rogue unbound."""
+    for address in (ROGUE, REFUSING, FORGER):
+        lab.add_cloud_address(address)
+    script = str(LAB_DIR / "umbrella_responder.py")
+    listen = [f"{a}:{port}" for a in V4 for port in (53, 443)]
+    listen += [f"[{a}]:{port}" for a in V6 for port in (53, 443)]
+    umbrella = lab.start(
+        lab.cloud,
+        sys.executable,
+        script,
+        *listen,
+        "--provider-seed",
+        TEST_SEED.hex(),
+        ready_port=(V6[-1], 443),
+    )
+    forger = lab.start(
+        lab.cloud,
+        sys.executable,
+        script,
+        f"{FORGER}:443",
+        "--provider-seed",
+        FORGER_SEED.hex(),
+        ready_port=(FORGER, 443),
+    )
+    conf = lab.workdir / "rogue-unbound.conf"
+    conf.write_text("\n".join(_rogue_unbound(lab)) + "\n", encoding="utf-8")
+    rogue = lab.start(
+        lab.cloud, "unbound", "-d", "-c", str(conf), ready_port=(ROGUE, 53), ready_udp=True
+    )
+    lab.wait_listening(lab.cloud, REFUSING, 53, udp=True)
+    yield
+    for proc in (umbrella, forger, rogue):
+        lab.stop(proc)
+    for address in (ROGUE, REFUSING, FORGER):
+        lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
+
+
+def _preset(**settings: Any) -> dict[str, Any]:
+    """The Umbrella preset trusting the lab's test key, with 1 s timeouts."""
+    return {
+        "defaults": {"timeout": "1s"},
+        "presets": [
+            {
+                "name": "umbrella",
+                "settings": {"dns_provider_key": _public_key(TEST_SEED), **settings},
+            }
+        ],
+    }
+
+
+def _dns(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in report["probes"] if p["kind"] == "dns"}
+
+
+def _states(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        s["labels"]["family"]: s
+        for s in report["states"]
+        if s["metric"] == "egress_dns_protection_state"
+    }
+
+
+def _reasons(report: dict[str, Any], fragment: str) -> set[str | None]:
+    return {p["reason"] for name, p in _dns(report).items() if fragment in name}
+
+
+def test_everything_answers_protected_encrypted(lab: Lab, resolvers: None) -> None:
+    report = lab.check(_preset(dns_welcome_check=True))
+    probes = _dns(report)
+    assert all(p["success"] for p in probes.values()), {n: p["detail"] for n, p in probes.items()}
+    assert len(probes) == 17
+    debug = probes["umbrella-dns-v4a-udp53-debug"]
+    assert debug["facts"]["site"] == "tst"
+    assert debug["facts"]["rcode"] == 0
+    assert debug["facts"]["answer_count"] == 4
+    assert debug["facts"]["truncated"] == 0
+    assert debug["facts"]["answering_server"] == V4[0]
+    assert set(debug["phases"]) == {"request"}
+    cert = probes["umbrella-dns-v6b-tcp443-cert"]
+    assert cert["facts"]["dnscrypt_cert_not_after_timestamp_seconds"] > 0
+    assert set(cert["phases"]) == {"connect", "request"}
+    states = _states(report)
+    assert states["ipv4"]["state"] == states["ipv6"]["state"] == "protected_encrypted"
+
+
+def test_the_real_umbrella_key_rejects_the_lab_certificate(lab: Lab, resolvers: None) -> None:
+    report = lab.check({"defaults": {"timeout": "1s"}, "presets": ["umbrella"]})
+    cert = _dns(report)["umbrella-dns-v4a-udp443-cert"]
+    assert cert["reason"] == "dns_intercepted"
+    assert "not signed by the provider key" in cert["detail"]
+    assert _states(report)["ipv4"]["state"] == "protected_unencrypted"
+
+
+def test_udp53_dropped_is_still_protected_encrypted(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(f"ip daddr {V4_SET} udp dport 53 drop"):
+        report = lab.check(_preset())
+    assert _reasons(report, "v4a-udp53") == {"timeout"}
+    assert _states(report)["ipv4"]["state"] == "protected_encrypted"
+
+
+def test_udp53_and_443_dropped_is_unprotected(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(f"ip daddr {V4_SET} udp dport {{ 53, 443 }} drop"):
+        report = lab.check(_preset())
+    for candidate in ("v4a-udp53", "v4a-udp443", "v4b-udp53", "v4b-udp443"):
+        assert _reasons(report, candidate) == {"timeout"}
+    state = _states(report)["ipv4"]
+    assert state["state"] == "unprotected"
+    assert "primary reason timeout" in state["detail"]
+    assert _states(report)["ipv6"]["state"] == "protected_encrypted"
+    probe = _dns(report)["umbrella-dns-v4a-udp53-debug"]
+    assert probe["duration_seconds"] < 1.5
+
+
+def test_udp443_dropped_is_protected_unencrypted(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(f"ip daddr {V4_SET} udp dport 443 drop"):
+        report = lab.check(_preset())
+    assert _reasons(report, "v4a-udp443") == {"timeout"}
+    assert _states(report)["ipv4"]["state"] == "protected_unencrypted"
+
+
+def test_reject_is_connection_refused(lab: Lab, resolvers: None) -> None:
+    rules = (
+        f"ip daddr {V4_SET} udp dport {{ 53, 443 }} reject with icmp type port-unreachable\n"
+        f"ip daddr {V4_SET} tcp dport {{ 53, 443 }} reject with tcp reset"
+    )
+    with lab.firewall(rules):
+        report = lab.check(_preset())
+    for name, probe in _dns(report).items():
+        if "-v4" in name:
+            assert probe["reason"] == "connection_refused", name
+    state = _states(report)["ipv4"]
+    assert state["state"] == "unprotected"
+    assert "primary reason connection_refused" in state["detail"]
+
+
+def test_port53_redirected_to_a_rogue_resolver_is_intercepted(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(
+        f"ip daddr {V4_SET} udp dport 443 drop",
+        nat=f"ip daddr {V4_SET} udp dport 53 dnat ip to {ROGUE}",
+    ):
+        report = lab.check(_preset(dns_welcome_check=True))
+    debug = _dns(report)["umbrella-dns-v4a-udp53-debug"]
+    assert debug["reason"] == "dns_intercepted"
+    assert "corporate resolver" in debug["detail"]
+    welcome = _dns(report)["umbrella-dns-v4a-udp53-welcome"]
+    assert welcome["reason"] == "dns_intercepted"
+    assert "146.112.59.7" in welcome["detail"]
+    state = _states(report)["ipv4"]
+    assert state["state"] == "intercepted"
+    assert (
+        "umbrella-dns-v4b-udp53-debug (udp 208.67.220.220:53) dns_intercepted" in state["detail"]
+    )
+
+
+def test_redirected_53_with_working_443_stays_encrypted(lab: Lab, resolvers: None) -> None:
+    with lab.firewall("", nat=f"ip daddr {V4_SET} udp dport 53 dnat ip to {ROGUE}"):
+        report = lab.check(_preset())
+    state = _states(report)["ipv4"]
+    assert state["state"] == "protected_encrypted"
+    assert (
+        "umbrella-dns-v4a-udp53-debug (udp 208.67.222.222:53) dns_intercepted" in state["detail"]
+    )
+
+
+def test_forged_certificate_on_443_is_intercepted(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(
+        f"ip daddr {V4_SET} udp dport 53 drop",
+        nat=f"ip daddr {V4_SET} udp dport 443 dnat ip to {FORGER}",
+    ):
+        report = lab.check(_preset())
+    cert = _dns(report)["umbrella-dns-v4a-udp443-cert"]
+    assert cert["reason"] == "dns_intercepted"
+    assert "not signed by the provider key" in cert["detail"]
+    assert _states(report)["ipv4"]["state"] == "intercepted"
+
+
+def test_no_ipv6_route_is_not_applicable(lab: Lab, resolvers: None) -> None:
+    lab.route_default(lab.client, FW_CLIENT_V4, None)
+    try:
+        report = lab.check(_preset())
+    finally:
+        lab.route_default(lab.client, FW_CLIENT_V4, FW_CLIENT_V6)
+    assert _reasons(report, "v6a-udp") == {"network_unreachable"}
+    states = _states(report)
+    assert states["ipv6"]["state"] == "not_applicable"
+    assert states["ipv4"]["state"] == "protected_encrypted"
+
+
+def test_ipv6_blackholed_is_unprotected_while_ipv4_works(lab: Lab, resolvers: None) -> None:
+    with lab.firewall(f"ip6 daddr {V6_SET} drop"):
+        report = lab.check(_preset())
+    assert _reasons(report, "-v6") == {"timeout"}
+    states = _states(report)
+    assert states["ipv6"]["state"] == "unprotected"
+    assert states["ipv4"]["state"] == "protected_encrypted"
+
+
+def _probe(name: str, server: str, query: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "dns",
+        "server": server,
+        "timeout": "1s",
+        "query": {"name": query, "type": fields.pop("type", "A")},
+        **fields,
+    }
+
+
+def test_real_resolver_rcodes(lab: Lab, resolvers: None) -> None:
+    report = lab.check(
+        {
+            "probes": [
+                _probe("servfail", ROGUE, "www.servfail.lab.test"),
+                _probe("refused", REFUSING, "debug.opendns.com", type="TXT"),
+                _probe("nxdomain", ROGUE, "nowhere.lab.test"),
+                _probe(
+                    "nxdomain-expected", ROGUE, "nowhere.lab.test", expect={"rcodes": ["NXDOMAIN"]}
+                ),
+                _probe("refused-tcp", REFUSING, "debug.opendns.com", type="TXT", protocol="tcp"),
+            ]
+        }
+    )
+    probes = _dns(report)
+    assert probes["servfail"]["reason"] == "dns_servfail"
+    assert probes["servfail"]["facts"]["rcode"] == 2
+    assert probes["refused"]["reason"] == "dns_refused"
+    assert probes["refused"]["facts"]["rcode"] == 5
+    assert probes["refused-tcp"]["reason"] == "dns_refused"
+    assert probes["nxdomain"]["reason"] == "dns_nxdomain"
+    assert probes["nxdomain-expected"]["success"], probes["nxdomain-expected"]["detail"]
+
+
+def test_truncated_answer_with_tcp_dropped_is_bad_response_and_degraded(
+    lab: Lab, resolvers: None
+) -> None:
+    key = _public_key(TEST_SEED)
+    config = {
+        "probes": [
+            _probe("big-udp", V4[0], "big.lab.test", type="TXT", protection="candidate"),
+            _probe(
+                "big-tcp",
+                V4[0],
+                "big.lab.test",
+                type="TXT",
+                protocol="tcp",
+                protection="supporting",
+            ),
+            _probe(
+                "cert-udp",
+                V4[0],
+                "2.dnscrypt-cert.opendns.com",
+                type="TXT",
+                port=443,
+                identity={"check": "dnscrypt_cert", "provider_key": key},
+                protection="candidate",
+            ),
+        ]
+    }
+    with lab.firewall(f"ip daddr {V4[0]} tcp dport 53 drop"):
+        report = lab.check(config)
+    probes = _dns(report)
+    assert probes["big-udp"]["reason"] == "dns_bad_response"
+    assert probes["big-udp"]["facts"]["truncated"] == 1
+    assert probes["big-tcp"]["reason"] == "timeout"
+    state = _states(report)["ipv4"]
+    assert state["state"] == "protected_encrypted"
+    assert "failed: big-udp (udp 208.67.222.222:53) dns_bad_response" in state["detail"]
+    assert "degraded: big-tcp (tcp 208.67.222.222:53) timeout" in state["detail"]
+    # Without the firewall the same answer arrives whole over TCP.
+    assert _dns(lab.check(config))["big-tcp"]["success"]
+
+
+def test_check_table_prints_state_per_family_and_failed_candidates(
+    lab: Lab, resolvers: None
+) -> None:
+    with lab.firewall(f"ip daddr {V4_SET} udp dport {{ 53, 443 }} drop"):
+        table = lab.check_table(_preset())
+    [v4] = [line for line in table.splitlines() if "family=ipv4" in line]
+    [v6] = [line for line in table.splitlines() if "family=ipv6" in line]
+    assert "egress_dns_protection_state" in v4
+    assert " unprotected " in v4
+    assert " protected_encrypted " in v6
+    for candidate in ("v4a-udp443-cert", "v4a-udp53-debug", "v4b-udp443-cert", "v4b-udp53-debug"):
+        assert f"umbrella-dns-{candidate} (udp " in v4
+        assert f"umbrella-dns-{candidate} (udp " in v4.split("failed:")[1]
+    assert v4.count(") timeout") == 4
