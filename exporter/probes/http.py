@@ -113,6 +113,9 @@ class HttpProbe(ProbeConfig):
     follow_redirects: int = Field(default=0, ge=0, le=10)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1, le=16 * 1024 * 1024)
     agent_budget: Duration = 1.0
+    # A WithSecure Security Cloud healthcheck: counted in egress_security_cloud_state on its
+    # path (direct, or its proxy).
+    security_cloud: bool = False
 
     @field_validator("url")
     @classmethod
@@ -150,6 +153,11 @@ class HttpProbe(ProbeConfig):
     def family(self) -> str:
         """The address family the probe is pinned to."""
         return self.address_family
+
+    @property
+    def path(self) -> str:
+        """How the request leaves: ``direct`` or the proxy's URL."""
+        return "direct" if self.proxy is None else self.proxy.url
 
     @property
     def budget(self) -> float:

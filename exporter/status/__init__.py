@@ -38,9 +38,9 @@ class StateRule:
 
 
 # Rule modules use Verdict and StateRule above, so they are imported after them.
-from exporter.status import dns, web  # noqa: E402
+from exporter.status import dns, security_cloud, web  # noqa: E402
 
-RULES: tuple[StateRule, ...] = (dns.RULE, web.RULE)
+RULES: tuple[StateRule, ...] = (dns.RULE, web.RULE, security_cloud.RULE)
 
 
 def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:

@@ -65,7 +65,9 @@ def start_plain_healthchecks(lab: Lab) -> subprocess.Popen[bytes]:
     )
 
 
-def start_tinyproxy(lab: Lab, port: int, *, auth: bool = False, connect_port: int = 443) -> None:
+def start_tinyproxy(
+    lab: Lab, port: int, *, auth: bool = False, connect_port: int = 443
+) -> subprocess.Popen[bytes]:
     """A tinyproxy on proxy.example.intern:``port``.
 
     ``connect_port`` is the only port CONNECT may reach (tinyproxy answers 403 for others);
@@ -89,7 +91,7 @@ def start_tinyproxy(lab: Lab, port: int, *, auth: bool = False, connect_port: in
     resolv = lab.workdir / "cloud-resolv.conf"
     resolv.write_text(f"nameserver {RESOLVER_V4}\n", encoding="utf-8")
     script = f"mount --bind {resolv} /etc/resolv.conf && exec tinyproxy -d -c {conf}"
-    lab.start(lab.cloud, "sh", "-c", script, ready_port=(PROXY_ADDRESS, port))
+    return lab.start(lab.cloud, "sh", "-c", script, ready_port=(PROXY_ADDRESS, port))
 
 
 def password_file(lab: Lab) -> Path:

@@ -36,10 +36,10 @@ def servers(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Iterator[Non
         start_healthchecks(lab, test_ca),
         start_plain_healthchecks(lab),
         start_rogue_healthchecks(lab, rogue_ca),
+        start_tinyproxy(lab, OPEN_PROXY_PORT),
+        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True),
+        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563),
     ]
-    start_tinyproxy(lab, OPEN_PROXY_PORT)
-    start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True)
-    start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563)
     yield
     for process in processes:
         lab.stop(process)
