@@ -1,0 +1,268 @@
+"""The dashboards follow the conventions (and dashboard-linter's main rules) and are up to date.
+
+The queries themselves run against a real Prometheus in test_dashboards_lab.py.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from dashboard_queries import (
+    DASHBOARDS,
+    ROOT,
+    dashboard_files,
+    generator,
+    load,
+    metric_names,
+    panels,
+    queries,
+    selectors,
+    substitute,
+    variables,
+)
+
+from exporter import collector
+from exporter.status import RULES
+
+FILES = dashboard_files()
+ALL_QUERIES = [query for name in FILES for query in queries(name)]
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+DOMAIN_VARIABLES = ("job", "vantage", "group", "probe")
+# Grafana unit ids the dashboards may use (a typo would silently show raw numbers).
+UNITS = {"s", "ms", "percentunit", "dateTimeFromNow", "none", "short", "ops"}
+COUNTER = re.compile(r"\b(egress_\w+(?:_total|_bucket|_count|_sum))\b")
+RANGE = re.compile(r"\[([^\]]+)\]")
+BARE_METRIC = re.compile(r"\b(egress_\w+|up|scrape_duration_seconds)\b(?!\s*\{)")
+
+
+def test_three_dashboards_are_committed() -> None:
+    assert FILES == [
+        "egress-exporter-health.json",
+        "egress-overview.json",
+        "egress-probe-detail.json",
+    ]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_committed_json_is_what_the_generator_builds(name: str) -> None:
+    committed = (DASHBOARDS / name).read_text(encoding="utf-8")
+    assert committed == generator().render(name), (
+        f"{name} is stale: run `python dashboards/generate.py` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_identity_fixed_uid_tags_read_only(name: str) -> None:
+    model = load(name)
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", model["uid"])
+    assert model.get("id") is None
+    assert "egress-exporter" in model["tags"]
+    assert model["editable"] is False
+    assert model["title"]
+    assert model["description"]
+
+
+def test_uids_and_titles_are_unique() -> None:
+    models = [load(name) for name in FILES]
+    assert len({m["uid"] for m in models}) == len(models)
+    assert len({m["title"] for m in models}) == len(models)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_datasource_variable_as_the_linter_wants(name: str) -> None:
+    datasource = variables(load(name))["datasource"]
+    assert datasource["type"] == "datasource"
+    assert datasource["query"] == "prometheus"
+    assert datasource["label"] == "Data source"
+    assert "__inputs" not in load(name), "__inputs breaks file provisioning"
+
+
+@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("variable", DOMAIN_VARIABLES)
+def test_domain_variables_come_from_label_values(name: str, variable: str) -> None:
+    item = variables(load(name))[variable]
+    assert item["type"] == "query"
+    assert item["datasource"] == DATASOURCE
+    assert re.fullmatch(rf"label_values\(.+, {variable}\)", item["query"])
+    assert item["refresh"] == 2, "refresh on time range change: new vantage points appear"
+    if item.get("multi"):
+        assert item["includeAll"] is True
+        assert item["allValue"] == ".+"
+
+
+def test_probe_detail_is_for_one_vantage_point_and_one_probe() -> None:
+    detail = variables(load("egress-probe-detail.json"))
+    assert detail["vantage"]["multi"] is False
+    assert detail["probe"]["multi"] is False
+    overview = variables(load("egress-overview.json"))
+    assert all(overview[name]["multi"] for name in DOMAIN_VARIABLES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_panel_has_datasource_title_description_unit_targets(name: str) -> None:
+    for panel in panels(load(name)):
+        where = f"{name} / {panel.get('title')!r}"
+        assert panel["datasource"] == DATASOURCE, where
+        assert panel["title"], where
+        assert panel["description"], where
+        assert panel["fieldConfig"]["defaults"]["unit"] in UNITS, where
+        assert panel["targets"], where
+        refs = [target["refId"] for target in panel["targets"]]
+        assert len(set(refs)) == len(refs), where
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, where
+            assert target["expr"], where
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_panels_do_not_overlap(name: str) -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in panels(load(name)):
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24
+        cells = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & taken, panel["title"]
+        taken |= cells
+
+
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
+def test_rates_use_rate_interval_and_no_other_window(query) -> None:
+    assert set(RANGE.findall(query.expr)) <= {"$__rate_interval"}, query
+    for function in re.findall(r"\b(rate|irate|increase)\(", query.expr):
+        assert function != "irate", query
+
+
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
+def test_counters_are_only_read_through_rate_or_increase(query) -> None:
+    for counter in COUNTER.findall(query.expr):
+        assert re.search(rf"\b(rate|increase)\(\s*{counter}\{{", query.expr), query
+
+
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
+def test_every_selector_filters_on_the_variables(query) -> None:
+    assert not BARE_METRIC.findall(query.expr), f"selector without matchers: {query}"
+    assert selectors(query.expr), query
+    for metric, matchers in selectors(query.expr):
+        assert 'job=~"$job"' in matchers, query
+        assert 'vantage=~"$vantage"' in matchers, query
+        if metric.startswith("egress_probe_") or metric == "egress_probes_total":
+            assert 'group=~"$group"' in matchers, query
+            assert 'probe=~"$probe"' in matchers, query
+
+
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
+def test_queries_name_only_metrics_of_the_contract(query) -> None:
+    contract = collector.__doc__ or ""
+    states = {f"egress_{rule.metric}" for rule in RULES}
+    for metric in metric_names(query.expr):
+        if metric in {"up", "scrape_duration_seconds"} | states:
+            continue  # Prometheus' own series about each target, or a registered state rule
+        family = re.sub(r"_(bucket|count|sum)$", "", metric)
+        family = re.sub(r"^egress_build_info$", "egress_build", family)
+        assert family.removeprefix("egress_") in contract, f"{metric} not in the contract"
+
+
+def test_every_query_and_variable_is_valid_promql(tmp_path: Path, stack_tools: None) -> None:
+    """promtool parses them, written as recording rules, with the variables substituted."""
+    values = dict.fromkeys(DOMAIN_VARIABLES, ".+")
+    exprs = [substitute(query.expr, values) for query in ALL_QUERIES]
+    for name in FILES:
+        for variable in DOMAIN_VARIABLES:
+            inner = re.fullmatch(
+                r"label_values\((.+), \w+\)", variables(load(name))[variable]["query"]
+            )
+            assert inner is not None
+            exprs.append(substitute(inner.group(1), values))
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [{"record": f"q:{n}", "expr": e} for n, e in enumerate(exprs)],
+            }
+        ]
+    }
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules), encoding="utf-8")
+    checked = subprocess.run(
+        ["promtool", "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_overview_links_to_the_detail_and_to_the_runbooks() -> None:
+    overview = load("egress-overview.json")
+    detail_uid = load("egress-probe-detail.json")["uid"]
+    links = [link["url"] for panel in panels(overview) for link in _links(panel)]
+    to_detail = [url for url in links if url.startswith(f"/d/{detail_uid}/")]
+    assert to_detail
+    for url in to_detail:
+        assert "var-vantage=${__" in url
+        assert "var-probe=${__" in url
+        assert "${datasource:queryparam}" in url
+        assert "${__url_time_range}" in url
+    runbooks = [link["url"] for link in overview["links"] if link["title"] == "Runbooks"]
+    assert runbooks
+    assert runbooks[0].endswith("/alerts/runbooks.md")
+    assert any(url == runbooks[0] for url in links), "failing probes link to the runbooks"
+    assert (ROOT / "alerts" / "runbooks.md").is_file(), "the runbooks the links point to"
+
+
+def test_overview_shows_every_state_set_as_tiles_and_a_timeline() -> None:
+    overview = load("egress-overview.json")
+    for metric in ("dns_protection_state", "web_protection_state", "security_cloud_state"):
+        kinds = {
+            panel["type"]
+            for panel in panels(overview)
+            if any(f"egress_{metric}{{" in t["expr"] for t in panel["targets"])
+        }
+        assert kinds == {"stat", "state-timeline"}, metric
+
+
+def test_state_codes_map_every_state_of_the_rules() -> None:
+    """The overview's colour codes cover each state set's states exactly (and 0: unknown)."""
+    for states in generator().STATE_SETS:
+        [mapping] = states.mappings()
+        texts = [mapping.options[str(code)].text for code in range(len(states.states) + 1)]
+        assert texts[0] == "unknown"
+        assert len(set(texts)) == len(texts)
+        for code, state in enumerate(states.states, start=1):
+            assert f'state="{state.name}"}} * {code}' in states.code_query()
+
+
+def test_state_sets_match_the_rules_when_they_exist() -> None:
+    declared = {s.metric: tuple(x.name for x in s.states) for s in generator().STATE_SETS}
+    for rule in RULES:
+        if rule.metric in declared:
+            assert tuple(rule.states) == declared[rule.metric], rule.metric
+
+
+def test_provisioning_points_grafana_at_these_files() -> None:
+    provisioning = DASHBOARDS / "provisioning"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "egress.yaml").read_text())[
+        "providers"
+    ]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus"
+    assert source["access"] == "proxy"
+    assert source["uid"]
+    assert source["jsonData"]["timeInterval"]
+
+
+def _links(panel: dict) -> list[dict]:
+    return [*panel.get("links", []), *panel["fieldConfig"]["defaults"].get("links", [])]

@@ -1,0 +1,239 @@
+"""deploy/ without Docker or Kubernetes: every file parses, every mount exists, configs check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = _yaml(DEPLOY / "compose.yaml")
+    return compose
+
+
+def _bind_mounts(service: str) -> dict[str, Path]:
+    """Container path -> host path of a compose service's bind mounts (named volumes skipped)."""
+    mounts = {}
+    for volume in _compose()["services"][service].get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("."):
+            mounts[target] = (DEPLOY / source).resolve()
+    return mounts
+
+
+def _host_path(service: str, container_path: str) -> Path:
+    """Where a path inside a compose container comes from on the host."""
+    for target, source in sorted(_bind_mounts(service).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target + "/"):
+            return source / container_path.removeprefix(target).lstrip("/")
+    raise AssertionError(f"{container_path} is not mounted into {service}")
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_compose_has_the_stack() -> None:
+    services = _compose()["services"]
+    assert {"prometheus", "alertmanager", "grafana"} <= set(services)
+    exporters = [name for name in services if name.startswith("exporter-")]
+    assert len(exporters) == 2
+
+
+def test_every_bind_mount_and_build_context_exists() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        for target, source in _bind_mounts(name).items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) is missing"
+        if "build" in service:
+            context = DEPLOY / service["build"]
+            assert (context / "Dockerfile").is_file(), name
+    assert _host_path("grafana", "/etc/grafana/provisioning/datasources").is_dir()
+
+
+def test_exporters_run_read_only_without_capabilities() -> None:
+    services = _compose()["services"]
+    for name in (n for n in services if n.startswith("exporter-")):
+        service = services[name]
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
+        [config] = [a for a in service["command"] if a.startswith("--config.file=")]
+        assert _host_path(name, config.split("=", 1)[1]).is_file()
+
+
+def test_grafana_provisioning_finds_the_dashboards_and_prometheus() -> None:
+    provider = _yaml(_host_path("grafana", "/etc/grafana/provisioning/dashboards/egress.yaml"))
+    [entry] = provider["providers"]
+    dashboards = _host_path("grafana", entry["options"]["path"])
+    assert sorted(p.name for p in dashboards.glob("*.json")) == [
+        "egress-exporter-health.json",
+        "egress-overview.json",
+        "egress-probe-detail.json",
+    ]
+    home = _compose()["services"]["grafana"]["environment"][
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
+    ]
+    assert _host_path("grafana", home).is_file()
+    source = _yaml(_host_path("grafana", "/etc/grafana/provisioning/datasources/prometheus.yaml"))
+    [datasource] = source["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert "9090:9090" in _compose()["services"]["prometheus"]["ports"]
+
+
+def test_prometheus_scrapes_two_vantage_points_of_the_compose_stack() -> None:
+    config = _yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "egress"]
+    services = _compose()["services"]
+    vantages = set()
+    for static in job["static_configs"]:
+        [target] = static["targets"]
+        assert target.split(":")[0] in services
+        vantages.add(static["labels"]["vantage"])
+    assert len(vantages) == 2
+    [alertmanager] = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanager.split(":")[0] in services
+
+
+def test_prometheus_config_passes_promtool_with_the_alert_rules(
+    tmp_path: Path, stack_tools: None
+) -> None:
+    """The compose config, with container paths mapped to the repository, as promtool sees it."""
+    config = _yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    rule_files = [_host_path("prometheus", path) for path in config["rule_files"]]
+    for path in rule_files:
+        assert path.is_file(), f"{path}: the alert rules from alerts/ (issue 6)"
+    config["rule_files"] = [str(path) for path in rule_files]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config), encoding="utf-8")
+    checked = _run("promtool", "check", "config", str(local))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS" in checked.stdout + checked.stderr
+
+
+def test_kubernetes_scrape_config_names_the_vantage_point_after_the_node(
+    tmp_path: Path, stack_tools: None
+) -> None:
+    """promtool runs the relabel rules on endpoints as Kubernetes discovery would list them.
+
+    Debian's Prometheus is built without Kubernetes discovery, so the discovered endpoints are
+    given as static targets carrying the same ``__meta_kubernetes_*`` labels.
+    """
+    config = _yaml(KUBERNETES / "prometheus-scrape.yml")
+    [job] = config["scrape_configs"]
+    assert job["kubernetes_sd_configs"] == [
+        {
+            "role": "endpoints",
+            "namespaces": {"names": [_manifests()["Namespace"]["metadata"]["name"]]},
+        }
+    ]
+    service = _manifests()["Service"]
+    del job["kubernetes_sd_configs"]
+    job["static_configs"] = [
+        _endpoint("10.0.0.1:10115", service["metadata"]["name"], "metrics", "branch-1-node"),
+        _endpoint("10.0.0.2:10115", "another-service", "metrics", "branch-2-node"),
+    ]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config), encoding="utf-8")
+    checked = _run("promtool", "check", "service-discovery", str(local), job["job_name"])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    kept = [t["labels"] for t in json.loads(checked.stdout) if t["labels"]]
+    assert kept == [
+        {
+            "__address__": "10.0.0.1:10115",
+            "__metrics_path__": "/metrics",
+            "__scheme__": "http",
+            "__scrape_interval__": "1m",
+            "__scrape_timeout__": "10s",
+            "instance": "10.0.0.1:10115",
+            "job": "egress",
+            "vantage": "branch-1-node",
+        }
+    ]
+
+
+def _endpoint(address: str, service: str, port: str, node: str) -> dict[str, Any]:
+    return {
+        "targets": [address],
+        "labels": {
+            "__meta_kubernetes_service_name": service,
+            "__meta_kubernetes_endpoint_port_name": port,
+            "__meta_kubernetes_endpoint_node_name": node,
+        },
+    }
+
+
+def test_alertmanager_config_passes_amtool(stack_tools: None) -> None:
+    checked = _run("amtool", "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _exporter_configs() -> list[tuple[str, str]]:
+    configs = [
+        (p.name, p.read_text(encoding="utf-8")) for p in (DEPLOY / "exporter").glob("*.yml")
+    ]
+    configmap = _yaml(KUBERNETES / "configmap.yaml")
+    configs.append(("configmap", configmap["data"]["config.yml"]))
+    return configs
+
+
+@pytest.mark.parametrize(("name", "text"), _exporter_configs(), ids=lambda v: v[:20])
+def test_exporter_configs_pass_config_check(name: str, text: str, tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(text, encoding="utf-8")
+    checked = _run(sys.executable, "-m", "exporter", "--config.check", "--config.file", str(path))
+    assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+
+
+def _manifests() -> dict[str, dict[str, Any]]:
+    kustomization = _yaml(KUBERNETES / "kustomization.yaml")
+    manifests = {}
+    for resource in kustomization["resources"]:
+        for document in yaml.safe_load_all((KUBERNETES / resource).read_text(encoding="utf-8")):
+            manifests[document["kind"]] = document
+    return manifests
+
+
+def test_kubernetes_manifests_one_exporter_per_vantage_point() -> None:
+    manifests = _manifests()
+    assert {"Namespace", "ConfigMap", "DaemonSet", "Service"} <= set(manifests)
+    daemonset = manifests["DaemonSet"]
+    pod = daemonset["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert manifests["Service"]["spec"]["selector"].items() <= labels.items()
+    assert manifests["Service"]["spec"]["clusterIP"] == "None"
+    [container] = pod["spec"]["containers"]
+    port = container["ports"][0]["containerPort"]
+    assert f"--web.listen-address=:{port}" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    [volume] = pod["spec"]["volumes"]
+    assert volume["configMap"]["name"] == manifests["ConfigMap"]["metadata"]["name"]
+    [mount] = container["volumeMounts"]
+    assert mount["name"] == volume["name"]
+    assert f"--config.file={mount['mountPath']}/config.yml" in container["args"]
+
+
+def test_kubernetes_pod_is_non_root_with_a_read_only_root_filesystem() -> None:
+    pod = _manifests()["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    [container] = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
