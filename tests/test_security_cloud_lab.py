@@ -1,0 +1,175 @@
+"""The WithSecure preset in the lab: Security Cloud state per path, direct and via the proxy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+
+from lab import Lab
+from lab.security_cloud import (
+    AUTH_PROXY_PORT,
+    DENY_PROXY_PORT,
+    FSAPI_ADDRESSES,
+    INTERCEPT_PORT,
+    OPEN_PROXY_PORT,
+    PROXY_NAME,
+    PROXY_USER,
+    password_file,
+    start_healthchecks,
+    start_rogue_healthchecks,
+    start_tinyproxy,
+)
+
+DOORMAN_ADDRESS, KARMA_ADDRESS = FSAPI_ADDRESSES[1], FSAPI_ADDRESSES[2]
+DIRECT = ("withsecure-baseguard", "withsecure-doorman", "withsecure-karma")
+PROXIED = tuple(f"{name}-proxy" for name in DIRECT)
+
+
+@pytest.fixture(scope="module")
+def proxies(lab: Lab, rogue_ca: trustme.CA) -> Iterator[None]:
+    """The three tinyproxies and a re-signing interceptor, for the whole module."""
+    processes = [
+        start_rogue_healthchecks(lab, rogue_ca),
+        start_tinyproxy(lab, OPEN_PROXY_PORT),
+        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True),
+        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563),
+    ]
+    yield
+    for process in processes:
+        lab.stop(process)
+
+
+@pytest.fixture
+def healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]:
+    """Healthcheck servers answering ``ok`` at once."""
+    process = start_healthchecks(lab, test_ca)
+    yield
+    lab.stop(process)
+
+
+@pytest.fixture
+def slow_healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]:
+    """Healthcheck servers that answer after 1.2 s (a saturated WAN or inspecting proxy)."""
+    process: subprocess.Popen[bytes] = start_healthchecks(lab, test_ca, "--delay", "1.2")
+    yield
+    lab.stop(process)
+
+
+def _preset(ca_file: Path, **settings: object) -> dict:
+    settings = {"ca_file": str(ca_file), "timeout": "2s", **settings}
+    return {"presets": [{"name": "withsecure", "settings": settings}]}
+
+
+def _proxy(port: int) -> str:
+    return f"http://{PROXY_NAME}:{port}"
+
+
+def _run(lab: Lab, config: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Probes by name and Security Cloud verdicts by path."""
+    report = lab.check(config)
+    probes = {probe["name"]: probe for probe in report["probes"]}
+    states = {
+        state["labels"]["path"]: state
+        for state in report["states"]
+        if state["metric"] == "egress_security_cloud_state"
+    }
+    return probes, states
+
+
+def test_all_ok_direct(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    report = lab.check(_preset(ca_file))
+    assert report["exit_code"] == 0
+    assert [p["name"] for p in report["probes"]] == list(DIRECT)
+    assert all(p["success"] for p in report["probes"]), report["probes"]
+    [state] = [s for s in report["states"] if s["metric"] == "egress_security_cloud_state"]
+    assert state["labels"] == {"path": "direct"}
+    assert state["state"] == "reachable"
+
+
+def test_proxy_setting_adds_the_proxied_path(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    probes, states = _run(lab, _preset(ca_file, proxy=_proxy(OPEN_PROXY_PORT)))
+    assert set(probes) == {*DIRECT, *PROXIED}
+    assert all(p["success"] for p in probes.values()), probes
+    assert all(probes[name]["phases"]["proxy_connect"] > 0 for name in PROXIED)
+    assert {path: s["state"] for path, s in states.items()} == {
+        "direct": "reachable",
+        _proxy(OPEN_PROXY_PORT): "reachable",
+    }
+
+
+def test_unresolvable_proxy(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    proxy = "http://proxy.nowhere.intern:3128"
+    probes, states = _run(lab, _preset(ca_file, proxy=proxy))
+    assert {probes[name]["reason"] for name in PROXIED} == {"proxy_resolve_failed"}
+    assert {probes[name]["curl_code"] for name in PROXIED} == {5}
+    assert states["direct"]["state"] == "reachable"
+    assert states[proxy]["state"] == "unreachable"
+    assert "withsecure-doorman-proxy proxy_resolve_failed (curl 5)" in states[proxy]["detail"]
+
+
+def test_proxy_wanting_auth(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    proxy = _proxy(AUTH_PROXY_PORT)
+    probes, states = _run(lab, _preset(ca_file, proxy=proxy))
+    assert {probes[name]["reason"] for name in PROXIED} == {"proxy_auth_required"}
+    assert states[proxy]["state"] == "unreachable"
+    secret = {"file": str(password_file(lab))}
+    credentials = {"proxy_username": PROXY_USER, "proxy_password": secret}
+    _, states = _run(lab, _preset(ca_file, proxy=proxy, **credentials))
+    assert states[proxy]["state"] == "reachable", states[proxy]["detail"]
+
+
+def test_proxy_denying_connect(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    proxy = _proxy(DENY_PROXY_PORT)
+    probes, states = _run(lab, _preset(ca_file, proxy=proxy))
+    assert {probes[name]["reason"] for name in PROXIED} == {"proxy_denied"}
+    assert states[proxy]["state"] == "unreachable"
+
+
+def test_delay_past_the_agent_budget_is_slow(
+    lab: Lab, slow_healthchecks: None, ca_file: Path
+) -> None:
+    probes, states = _run(lab, _preset(ca_file, timeout="3s"))
+    for name in DIRECT:
+        assert probes[name]["reason"] == "slow", probes[name]["detail"]
+        assert probes[name]["curl_code"] == 28
+        assert probes[name]["duration_seconds"] > 1.2
+        assert probes[name]["facts"]["agent_budget_seconds"] == 1.0
+    assert states["direct"]["state"] == "unreachable"  # all three slow: the agent gets nothing
+
+
+def test_one_of_three_failing_is_degraded(lab: Lab, healthchecks: None, ca_file: Path) -> None:
+    with lab.firewall(f"ip daddr {KARMA_ADDRESS} tcp dport 443 reject with tcp reset"):
+        probes, states = _run(lab, _preset(ca_file))
+    assert probes["withsecure-karma"]["reason"] == "connection_refused"
+    assert probes["withsecure-baseguard"]["success"]
+    assert states["direct"]["state"] == "degraded"
+    assert states["direct"]["detail"] == (
+        "2 of 3 healthchecks ok: withsecure-karma connection_refused (curl 7)"
+    )
+
+
+def test_check_table_shows_state_per_path_with_reasons_and_curl_codes(
+    lab: Lab, healthchecks: None, ca_file: Path
+) -> None:
+    # TLS inspection re-signs one healthcheck on the direct path; the proxy wants credentials.
+    nat = f"ip daddr {DOORMAN_ADDRESS} tcp dport 443 dnat ip to {DOORMAN_ADDRESS}:{INTERCEPT_PORT}"
+    with lab.firewall("", nat=nat):
+        table = lab.check_table(_preset(ca_file, proxy=_proxy(AUTH_PROXY_PORT)))
+    rows = {line.split()[0]: line for line in table.splitlines() if line.strip()}
+    assert re.search(r"\bFAIL\s+tls_cert_invalid \(curl 60\)", rows["withsecure-doorman"]), table
+    assert re.search(r"\bok\b", rows["withsecure-baseguard"]), table
+    proxied = rows["withsecure-karma-proxy"]
+    assert re.search(r"\bFAIL\s+proxy_auth_required \(curl 56\)", proxied), table
+    states = [line for line in table.splitlines() if line.startswith("egress_security_cloud")]
+    assert len(states) == 2, table
+    direct = next(line for line in states if "path=direct" in line)
+    assert re.search(r"path=direct\s+degraded\s+2 of 3 healthchecks ok: ", direct), table
+    assert "withsecure-doorman tls_cert_invalid (curl 60)" in direct
+    via_proxy = next(line for line in states if f"path={_proxy(AUTH_PROXY_PORT)}" in line)
+    assert re.search(r"\sunreachable\s+0 of 3 healthchecks ok: ", via_proxy), table
+    assert "withsecure-baseguard-proxy proxy_auth_required (curl 56)" in via_proxy
