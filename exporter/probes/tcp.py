@@ -237,10 +237,14 @@ async def _handshake(
         if check is not None:
             with timer.measure("proxy_connect"):
                 await _ask_proxy(check, reader, writer, f"{address}:{config.port}", facts)
-    finally:
+    except BaseException:
+        # The stream is not told when the transport under a failed TLS handshake goes away, so
+        # wait_closed() could hang until the timeout: close without waiting.
         writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await writer.wait_closed()
+        raise
+    writer.close()
+    with contextlib.suppress(OSError, asyncio.TimeoutError):
+        await writer.wait_closed()
 
 
 async def _start_tls(

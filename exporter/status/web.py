@@ -61,7 +61,9 @@ def _notes(probe: TcpProbe, result: ProbeResult) -> list[str]:
         if not e.success
     ]
     if result.facts.get("fallback_used"):
-        notes.append(f"{probe.target}: via fallback, name {result.facts.get('resolve_error')}")
+        fallback = ", ".join(probe.fallback_addresses)
+        error = result.facts.get("resolve_error")
+        notes.append(f"{probe.target}: reached via fallback {fallback} (name: {error})")
     return notes
 
 
