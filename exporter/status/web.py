@@ -49,9 +49,9 @@ def _reached(result: ProbeResult) -> bool:
 def _failure(probe: TcpProbe, result: ProbeResult) -> str:
     failed = [e for e in result.endpoints if not e.success]
     if not failed:  # nothing to connect to: the name did not resolve
-        return f"{probe.target}: {result.reason} ({result.detail})"
+        return f"{probe.target} unreachable: {result.reason} ({result.detail})"
     addresses = ", ".join(f"{e.address} {e.reason}" for e in failed)
-    return f"{probe.target}: {result.reason} at {addresses}"
+    return f"{probe.target} unreachable: {addresses}"
 
 
 def _notes(probe: TcpProbe, result: ProbeResult) -> list[str]:

@@ -68,7 +68,7 @@ def test_one_unreachable_port_is_fail_open_naming_reason_and_addresses() -> None
     states = _states(_result(HTTPS, timeout, timeout), _result(HTTP, None, None))
     verdict = states["secure-access"]
     assert verdict.state == "fail_open"
-    assert "swg.example:443: timeout at 146.112.61.106 timeout, 146.112.61.107 timeout" in (
+    assert "swg.example:443 unreachable: 146.112.61.106 timeout, 146.112.61.107 timeout" in (
         verdict.detail
     )
     assert "swg.example:80" not in verdict.detail
@@ -84,7 +84,9 @@ def test_one_failed_address_beside_a_working_one_is_available_and_named() -> Non
 def test_unresolvable_name_is_fail_open_with_the_dns_reason() -> None:
     verdict = _states(_result(HTTPS, resolve=FailureReason.DNS_NXDOMAIN))["secure-access"]
     assert verdict.state == "fail_open"
-    assert "dns_nxdomain (resolving swg.example: Domain name not found)" in verdict.detail
+    assert "swg.example:443 unreachable: dns_nxdomain (resolving swg.example: Domain name " in (
+        verdict.detail
+    )
 
 
 def test_reaching_the_fallback_is_available_and_says_so() -> None:
