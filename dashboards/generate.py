@@ -190,7 +190,9 @@ def runbook_link() -> dashboard.DashboardLink:
     return link("Runbooks", RUNBOOKS_URL, "What it means for users and how to fix it")
 
 
-def variable(name: str, label: str, expr: str, *, multi: bool = True) -> dashboard.QueryVariable:
+def variable(
+    name: str, label: str, expr: str, *, multi: bool = True, all_value: str = ".+"
+) -> dashboard.QueryVariable:
     """A ``label_values`` variable refreshed with the time range (new vantage points appear)."""
     built = (
         dashboard.QueryVariable(name)
@@ -203,7 +205,7 @@ def variable(name: str, label: str, expr: str, *, multi: bool = True) -> dashboa
         .multi(multi)
         .include_all(multi)
     )
-    return built.all_value(".+") if multi else built
+    return built.all_value(all_value) if multi else built
 
 
 def variables(*, single: Sequence[str] = ()) -> list[Builder[Any]]:
@@ -217,7 +219,8 @@ def variables(*, single: Sequence[str] = ()) -> list[Builder[Any]]:
             'egress_build_info{job=~"$job"}',
             multi="vantage" not in single,
         ),
-        variable("group", "Group", f"egress_probe_success{{{EXPORTER}}}"),
+        # Probes outside any group have group="", which ".+" would leave out of "All".
+        variable("group", "Group", f"egress_probe_success{{{EXPORTER}}}", all_value=".*"),
         variable(
             "probe",
             "Probe",
