@@ -80,6 +80,7 @@ class StateSet:
     title: str
     description: str
     states: tuple[State, ...]
+    runbook: str  # the anchor of the alert that fires on a bad state
 
     def code_query(self) -> str:
         """The current state of each label set as its 1-based code (0: no state is current).
@@ -125,6 +126,7 @@ STATE_SETS = (
             State("unprotected", "unprotected", "dark-red"),
             State("not_applicable", "not applicable", "text"),
         ),
+        "egressdnsprotectionlost",
     ),
     StateSet(
         "web_protection_state",
@@ -136,6 +138,7 @@ STATE_SETS = (
             State("available", "available", "green"),
             State("fail_open", "fail open", "red"),
         ),
+        "egresswebprotectionfailopen",
     ),
     StateSet(
         "security_cloud_state",
@@ -149,6 +152,7 @@ STATE_SETS = (
             State("degraded", "degraded", "orange"),
             State("unreachable", "unreachable", "red"),
         ),
+        "egresssecuritycloudunreachable",
     ),
 )
 SUCCESS_WORDS = words(("failing", "red"), ("ok", "green"))
@@ -185,9 +189,11 @@ def detail_link(vantage: str, probe: str) -> dashboard.DashboardLink:
     )
 
 
-def runbook_link() -> dashboard.DashboardLink:
-    """A data link to the runbooks: what a failure means and how to fix it, per reason."""
-    return link("Runbooks", RUNBOOKS_URL, "What it means for users and how to fix it")
+def runbook_link(
+    anchor: str = "fix-per-failure-reason", title: str = "Runbook"
+) -> dashboard.DashboardLink:
+    """A link into the runbooks: what a failure means for users and how to fix it."""
+    return link(title, f"{RUNBOOKS_URL}#{anchor}", "What it means for users and how to fix it")
 
 
 def variable(
@@ -243,7 +249,7 @@ def state_stat(states: StateSet) -> stat.Panel:
         .graph_mode(BigValueGraphMode.NONE)
         .text_mode(BigValueTextMode.VALUE_AND_NAME)
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(values=False))
-        .links([runbook_link()])
+        .links([runbook_link(states.runbook)])
     )
 
 
@@ -421,6 +427,12 @@ def overview() -> dashboard.Dashboard:
         .override_by_name(
             "Share failing", [DynamicConfigValue(id_val="unit", value="percentunit")]
         )
+        .links(
+            [
+                runbook_link("egresslocalegressfailure", "Runbook: local egress failure"),
+                runbook_link("egressvendororupstreamoutage", "Runbook: vendor outage"),
+            ]
+        )
     )
     success = (
         statetimeline.Panel()
@@ -513,7 +525,7 @@ def probe_detail() -> dashboard.Dashboard:
         "Latency percentiles",
         "Duration of successful runs, from the egress_probe_duration_seconds histogram.",
         "s",
-    )
+    ).links([runbook_link("egressprobelatencyregression")])
     for ref, quantile in (("A", "0.5"), ("B", "0.9"), ("C", "0.99")):
         latency = latency.with_target(
             query(
@@ -575,6 +587,7 @@ def exporter_health() -> dashboard.Dashboard:
         .title("Exporter up")
         .description("Whether Prometheus could scrape the exporter at each vantage point.")
         .with_target(query(f"up{{{EXPORTER}}}", "{{vantage}}"))
+        .links([runbook_link("egressexporterdown")])
         .unit("none")
         .mappings(words(("down", "red"), ("up", "green")))
         .color_mode(BigValueColorMode.BACKGROUND)
@@ -589,6 +602,7 @@ def exporter_health() -> dashboard.Dashboard:
             "the exporter keeps probing with the previous configuration."
         )
         .with_target(query(f"egress_config_last_reload_successful{{{EXPORTER}}}", "{{vantage}}"))
+        .links([runbook_link("egressconfigreloadfailed")])
         .unit("none")
         .mappings(words(("failed", "red"), ("ok", "green")))
         .color_mode(BigValueColorMode.BACKGROUND)

@@ -216,8 +216,24 @@ def test_overview_links_to_the_detail_and_to_the_runbooks() -> None:
     runbooks = [link["url"] for link in overview["links"] if link["title"] == "Runbooks"]
     assert runbooks
     assert runbooks[0].endswith("/alerts/runbooks.md")
-    assert any(url == runbooks[0] for url in links), "failing probes link to the runbooks"
-    assert (ROOT / "alerts" / "runbooks.md").is_file(), "the runbooks the links point to"
+    assert any(url.startswith(runbooks[0] + "#") for url in links), "panels link to runbooks"
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_runbook_links_point_at_existing_sections(name: str) -> None:
+    """Every anchor is a heading of alerts/runbooks.md (as GitHub slugs it)."""
+    runbooks = (ROOT / "alerts" / "runbooks.md").read_text(encoding="utf-8")
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", runbooks, flags=re.MULTILINE)
+    }
+    model = load(name)
+    urls = [link["url"] for panel in panels(model) for link in _links(panel)]
+    urls += [link["url"] for link in model["links"] if link.get("url")]
+    linked = [url.partition("#")[2] for url in urls if "/alerts/runbooks.md" in url]
+    assert linked
+    for anchor in linked:
+        assert not anchor or anchor in anchors, f"{name}: no runbook section #{anchor}"
 
 
 def test_overview_shows_every_state_set_as_tiles_and_a_timeline() -> None:
