@@ -93,13 +93,19 @@ def missing_requirements() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, nftables)"
-    for tool in ("ip", "nft", "unbound"):
+    for tool, package in _PACKAGES.items():
         if shutil.which(tool) is None:
-            return f"the lab needs '{tool}' (Debian package: {_PACKAGES[tool]})"
+            return f"the lab needs '{tool}' (Debian package: {package})"
     return None
 
 
-_PACKAGES = {"ip": "iproute2", "nft": "nftables", "unbound": "unbound"}
+_PACKAGES = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "unbound": "unbound",
+    "tinyproxy": "tinyproxy",
+    "dnsmasq": "dnsmasq-base",
+}
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
