@@ -130,7 +130,19 @@ def start_prometheus(
         "--web.enable-lifecycle",
         ready_port=("127.0.0.1", port),
     )
-    return Prometheus(lab, f"http://127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(lab, url)
+    return Prometheus(lab, url)
+
+
+def wait_ready(lab: Lab, url: str, timeout: float = 30) -> None:
+    """Wait for ``url``/-/ready: Prometheus listens before its storage is open (503 until then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.http(lab.client, f"{url}/-/ready")[0] == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready after {timeout} s: {lab.logs()}")
 
 
 def start_alertmanager(lab: Lab, config: Mapping[str, Any], port: int = ALERTMANAGER_PORT) -> str:
