@@ -22,6 +22,7 @@ import yaml
 ALERTS = Path(__file__).parent.parent / "alerts"
 RULES = ALERTS / "egress.rules.yml"
 RUNBOOKS = ALERTS / "runbooks.md"
+README = ALERTS.parent / "README.md"
 TESTS = sorted((ALERTS / "tests").glob("*.yml"))
 SEVERITIES = {"critical", "warning"}
 # Alerts whose expression aggregates the vantage point away (they are about the whole fleet);
@@ -148,3 +149,23 @@ def test_every_tested_alert_exists() -> None:
     """A renamed alert must not leave tests behind that silently check nothing."""
     tested = {alertname for _, alertname, _ in _alert_tests()}
     assert tested <= set(ALERT_NAMES)
+
+
+def test_readme_routing_example_is_a_valid_alertmanager_config(
+    has_promtool: None, tmp_path: Path
+) -> None:
+    section = README.read_text(encoding="utf-8").split("<!-- section: alerts (issue 6) -->")[1]
+    section = section.split("<!-- section:")[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    route = next(block for block in blocks if "route:" in block)
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(route, encoding="utf-8")
+    result = subprocess.run(
+        ["amtool", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "matchers: ['severity=\"critical\"']" in route
