@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from exporter.probes import _dnscrypt
 from exporter.probes import dns as dns_kind
 from exporter.results import FailureReason
 from exporter.scheduler import execute
@@ -64,7 +65,7 @@ def test_default_provider_key_is_umbrellas() -> None:
     probe = _probe(identity={"check": "dnscrypt_cert"})
     assert isinstance(probe.identity, dns_kind.DnsCryptIdentity)
     assert (
-        dns_kind.provider_key_bytes(probe.identity.provider_key)
+        _dnscrypt.provider_key_bytes(probe.identity.provider_key)
         .hex()
         .upper()
         .startswith("B7351140206F")
@@ -92,26 +93,26 @@ def test_invalid_config_is_rejected_with_a_reason(fields: dict, message: str) ->
 
 
 def test_certificate_signed_by_the_provider_key_is_valid() -> None:
-    cert = dns_kind.parse_certificate(_certificate())
+    cert = _dnscrypt.parse_certificate(_certificate())
     assert cert is not None
     assert cert.serial == 7
     assert cert.es_version == 2
     key = bytes.fromhex(_public_hex(SEED))
-    assert dns_kind.certificate_problem(cert, key, time.time()) is None
+    assert _dnscrypt.certificate_problem(cert, key, time.time()) is None
 
 
 def test_certificate_signed_by_another_key_is_rejected() -> None:
-    cert = dns_kind.parse_certificate(_certificate(seed=bytes(32)))
+    cert = _dnscrypt.parse_certificate(_certificate(seed=bytes(32)))
     assert cert is not None
-    problem = dns_kind.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
+    problem = _dnscrypt.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
     assert problem is not None
     assert "not signed by the provider key" in problem
 
 
 def test_certificate_outside_its_window_is_rejected() -> None:
-    cert = dns_kind.parse_certificate(_certificate(start=1000, end=2000))
+    cert = _dnscrypt.parse_certificate(_certificate(start=1000, end=2000))
     assert cert is not None
-    problem = dns_kind.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
+    problem = _dnscrypt.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
     assert problem is not None
     assert "not now" in problem
 
@@ -119,14 +120,14 @@ def test_certificate_outside_its_window_is_rejected() -> None:
 def test_tampered_certificate_fails_its_signature() -> None:
     blob = bytearray(_certificate())
     blob[-1] ^= 1  # the end of the validity window
-    cert = dns_kind.parse_certificate(bytes(blob))
+    cert = _dnscrypt.parse_certificate(bytes(blob))
     assert cert is not None
-    assert dns_kind.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
+    assert _dnscrypt.certificate_problem(cert, bytes.fromhex(_public_hex(SEED)), time.time())
 
 
 @pytest.mark.parametrize("blob", [b"", b"DNSC", b"XNSC" + bytes(120), b"DNSC" + bytes(10)])
 def test_non_certificates_are_not_parsed(blob: bytes) -> None:
-    assert dns_kind.parse_certificate(blob) is None
+    assert _dnscrypt.parse_certificate(blob) is None
 
 
 # -- a real loopback server answering whatever the test wants ---------------------------------
