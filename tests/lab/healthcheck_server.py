@@ -7,8 +7,9 @@ Every path answers ``ok`` (like the real healthchecks) unless it starts with one
 
 - ``/portal``        200 with a captive-portal page
 - ``/status/<code>`` that status (e.g. ``/status/503``)
-- ``/endless``       200 with a body that never ends (streamed as fast as the client reads)
-- ``/drip``          200 with a body that drips one byte every 200 ms, forever
+- ``/endless``       200 with a body that does not end for any client (64 MiB, streamed as fast
+                     as the client reads)
+- ``/drip``          200 with a body that drips one byte every 200 ms (for a minute)
 - ``/delay/<s>``     ``ok`` after ``s`` seconds
 - ``/redirect``      302 to ``/doorman/v1/healthcheck``
 - ``/chunked``       ``ok`` with chunked transfer encoding
@@ -25,6 +26,8 @@ import contextlib
 import ssl
 import sys
 
+# "Endless" for any client: 64 MiB (a thousand times the probe's cap), or a minute of drip.
+_ENDLESS_CHUNKS, _DRIP_BYTES = 4096, 300
 PORTAL = b"<html><head><title>Guest Wi-Fi</title></head><body>Accept the terms</body></html>"
 
 
@@ -81,12 +84,15 @@ async def _answer(writer: asyncio.StreamWriter, method: str, target: str) -> Non
 
 
 async def _stream_forever(writer: asyncio.StreamWriter, drip: bool) -> None:
-    chunk = b"o" if drip else b"x" * 16384
-    while True:
+    chunk, count = (b"o", _DRIP_BYTES) if drip else (b"x" * 16384, _ENDLESS_CHUNKS)
+    # Bounded all the same: when a client aborts a TLS connection, asyncio (3.11) may lose the
+    # connection_lost call, and then drain() never raises and the loop would spin for ever.
+    for _ in range(count):
+        if writer.is_closing():
+            return
         writer.write(chunk)
-        await writer.drain()  # raises once the client has gone
-        if drip:
-            await asyncio.sleep(0.2)
+        await writer.drain()
+        await asyncio.sleep(0.2 if drip else 0)
 
 
 def main() -> None:
