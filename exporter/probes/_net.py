@@ -19,8 +19,10 @@ from pathlib import Path
 import aiodns
 import aiodns.error
 from cryptography import x509
+from pydantic import Field
 
-from exporter.results import FailureReason, ProbeError
+from exporter.probes.base import StrictModel
+from exporter.results import Facts, FailureReason, ProbeError
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
@@ -100,6 +102,32 @@ def kernel_rtt_seconds(sock: socket.socket) -> float | None:
         return None
     (rtt_us,) = struct.unpack_from("I", raw, _TCP_INFO_RTT_OFFSET)
     return float(rtt_us) / 1e6
+
+
+class TlsOptions(StrictModel):
+    """A TLS handshake after connecting: trust store, verification and expected issuers."""
+
+    server_name: str | None = None
+    ca_file: Path | None = None
+    verify: bool = True
+    expected_issuers: list[str] = Field(default_factory=list)
+
+
+async def start_tls(
+    writer: asyncio.StreamWriter, tls: TlsOptions, server_name: str | None, facts: Facts
+) -> None:
+    """Upgrade a connection to TLS, record the certificate's facts and check its issuer."""
+    context = client_tls_context(tls.ca_file, tls.verify)
+    try:
+        await writer.start_tls(context, server_hostname=server_name)
+    except ConnectionError as exc:
+        # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
+        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
+    cert = peer_certificate(writer.get_extra_info("ssl_object"))
+    if cert is not None:
+        facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
+        facts["tls_issuer"] = cert.issuer
+    check_issuer(cert, tls.expected_issuers)
 
 
 def client_tls_context(ca_file: Path | None = None, verify: bool = True) -> ssl.SSLContext:

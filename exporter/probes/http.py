@@ -31,6 +31,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from exporter import __version__
 from exporter.probes import _net
+from exporter.probes._net import TlsOptions
 from exporter.probes._proxy import (
     MAX_HEAD_BYTES,
     ProxySettings,
@@ -41,7 +42,6 @@ from exporter.probes._proxy import (
     refusal,
 )
 from exporter.probes.base import Duration, Family, ProbeConfig, ProbeKind, StrictModel
-from exporter.probes.tcp import TlsOptions
 from exporter.results import (
     Facts,
     FailureReason,
@@ -282,18 +282,8 @@ class _Attempt:
             if refused is not None:
                 raise refused
         tls = self.config.tls
-        context = _net.client_tls_context(tls.ca_file, tls.verify)
-        try:
-            with self.step("tls"):
-                await writer.start_tls(context, server_hostname=tls.server_name or host)
-        except ConnectionError as exc:
-            # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
-            raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
-        cert = _net.peer_certificate(writer.get_extra_info("ssl_object"))
-        if cert is not None:
-            self.facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
-            self.facts["tls_issuer"] = cert.issuer
-        _net.check_issuer(cert, tls.expected_issuers)
+        with self.step("tls"):
+            await _net.start_tls(writer, tls, tls.server_name or host, self.facts)
 
     def _proxy_authorization(self) -> str | None:
         assert self.config.proxy is not None  # noqa: S101 - only called with a proxy

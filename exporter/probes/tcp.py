@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from exporter.probes import _net, _proxy
+from exporter.probes._net import TlsOptions
 from exporter.probes.base import Family, IPAddress, Port, ProbeConfig, ProbeKind, StrictModel
 from exporter.results import (
     EndpointResult,
@@ -40,15 +40,6 @@ _ENDPOINT_MARGIN_SECONDS = 0.05
 # With a second resolver or a fallback, one resolver that does not answer may use at most this
 # share of the timeout, so the other answer or the fallback still gets probed.
 _RESOLVE_SHARE = 0.5
-
-
-class TlsOptions(StrictModel):
-    """An optional TLS handshake after connecting."""
-
-    server_name: str | None = None
-    ca_file: Path | None = None
-    verify: bool = True
-    expected_issuers: list[str] = Field(default_factory=list)
 
 
 class ProxyCheck(StrictModel):
@@ -233,7 +224,11 @@ async def _handshake(
     reader, writer = await asyncio.open_connection(sock=sock, limit=_proxy.MAX_HEAD_BYTES)
     try:
         if config.tls is not None:
-            await _start_tls(config, config.tls, writer, timer, facts)
+            server_name = config.tls.server_name or (
+                None if _net.is_ip(config.host) else config.host
+            )
+            with timer.measure("tls"):
+                await _net.start_tls(writer, config.tls, server_name, facts)
         if check is not None:
             with timer.measure("proxy_connect"):
                 await _ask_proxy(check, reader, writer, f"{address}:{config.port}", facts)
@@ -245,28 +240,6 @@ async def _handshake(
     writer.close()
     with contextlib.suppress(OSError, asyncio.TimeoutError):
         await writer.wait_closed()
-
-
-async def _start_tls(
-    config: TcpProbe,
-    tls: TlsOptions,
-    writer: asyncio.StreamWriter,
-    timer: PhaseTimer,
-    facts: Facts,
-) -> None:
-    context = _net.client_tls_context(tls.ca_file, tls.verify)
-    server_name = tls.server_name or (None if _net.is_ip(config.host) else config.host)
-    try:
-        with timer.measure("tls"):
-            await writer.start_tls(context, server_hostname=server_name)
-    except ConnectionError as exc:
-        # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
-        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
-    cert = _net.peer_certificate(writer.get_extra_info("ssl_object"))
-    if cert is not None:
-        facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
-        facts["tls_issuer"] = cert.issuer
-    _net.check_issuer(cert, tls.expected_issuers)
 
 
 async def _ask_proxy(
