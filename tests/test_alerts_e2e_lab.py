@@ -76,17 +76,17 @@ def shortened_rules(directory: Path) -> Path:
 def umbrella(lab: Lab) -> Iterator[None]:
     """The Umbrella look-alike on the IPv4 resolver addresses, stopped afterwards."""
     listen = [f"{address}:{port}" for address in RESOLVERS for port in (53, 443)]
-    responder = lab.start(
-        lab.cloud,
-        sys.executable,
-        str(LAB_DIR / "umbrella_responder.py"),
-        *listen,
-        "--provider-seed",
-        TEST_SEED.hex(),
-        ready_port=(RESOLVERS[-1], 443),
-    )
-    yield
-    lab.stop(responder)
+    with lab.scope():
+        lab.start(
+            lab.cloud,
+            sys.executable,
+            str(LAB_DIR / "umbrella_responder.py"),
+            *listen,
+            "--provider-seed",
+            TEST_SEED.hex(),
+            ready_port=(RESOLVERS[-1], 443),
+        )
+        yield
 
 
 def _notifications(log: Path) -> list[dict[str, Any]]:
@@ -114,68 +114,69 @@ def _is_one(result: list[dict[str, Any]]) -> bool:
 def test_blocked_resolvers_page_and_resolve_through_alertmanager(
     lab: Lab, stack_tools: None, umbrella: None
 ) -> None:
-    log = lab.workdir / "webhook.jsonl"
-    lab.start(
-        lab.client,
-        sys.executable,
-        str(LAB_DIR / "webhook_receiver.py"),
-        f"127.0.0.1:{WEBHOOK_PORT}",
-        str(log),
-        ready_port=("127.0.0.1", WEBHOOK_PORT),
-    )
-    alertmanager = start_alertmanager(
-        lab,
-        {
-            "route": {
-                "receiver": "webhook",
-                "group_by": ["alertname", "vantage", "family"],
-                "group_wait": "1s",
-                "group_interval": "1s",
-                "repeat_interval": "1h",
+    with lab.scope():
+        log = lab.workdir / "webhook.jsonl"
+        lab.start(
+            lab.client,
+            sys.executable,
+            str(LAB_DIR / "webhook_receiver.py"),
+            f"127.0.0.1:{WEBHOOK_PORT}",
+            str(log),
+            ready_port=("127.0.0.1", WEBHOOK_PORT),
+        )
+        alertmanager = start_alertmanager(
+            lab,
+            {
+                "route": {
+                    "receiver": "webhook",
+                    "group_by": ["alertname", "vantage", "family"],
+                    "group_wait": "1s",
+                    "group_interval": "1s",
+                    "repeat_interval": "1h",
+                },
+                "receivers": [
+                    {
+                        "name": "webhook",
+                        "webhook_configs": [
+                            {"url": f"http://127.0.0.1:{WEBHOOK_PORT}/", "send_resolved": True}
+                        ],
+                    }
+                ],
             },
-            "receivers": [
-                {
-                    "name": "webhook",
-                    "webhook_configs": [
-                        {"url": f"http://127.0.0.1:{WEBHOOK_PORT}/", "send_resolved": True}
-                    ],
-                }
-            ],
-        },
-        port=ALERTMANAGER_PORT,
-    )
-    rules_dir = lab.workdir / "e2e-rules"
-    rules_dir.mkdir()
-    start_exporter(lab, EXPORTER_CONFIG, port=EXPORTER_PORT)
-    prometheus = start_prometheus(
-        lab,
-        [(f"127.0.0.1:{EXPORTER_PORT}", {"vantage": VANTAGE})],
-        rule_files=[shortened_rules(rules_dir)],
-        alertmanager=alertmanager,
-        port=PROMETHEUS_PORT,
-    )
-    protected = 'egress_dns_protection_state{family="ipv4",state="protected_encrypted"}'
-    prometheus.wait_for(protected, _is_one)
-    assert not any(a["labels"]["alertname"] == ALERT for a in prometheus.alerts())
+            port=ALERTMANAGER_PORT,
+        )
+        rules_dir = lab.workdir / "e2e-rules"
+        rules_dir.mkdir()
+        start_exporter(lab, EXPORTER_CONFIG, port=EXPORTER_PORT)
+        prometheus = start_prometheus(
+            lab,
+            [(f"127.0.0.1:{EXPORTER_PORT}", {"vantage": VANTAGE})],
+            rule_files=[shortened_rules(rules_dir)],
+            alertmanager=alertmanager,
+            port=PROMETHEUS_PORT,
+        )
+        protected = 'egress_dns_protection_state{family="ipv4",state="protected_encrypted"}'
+        prometheus.wait_for(protected, _is_one)
+        assert not any(a["labels"]["alertname"] == ALERT for a in prometheus.alerts())
 
-    blocked = f"ip daddr {{ {', '.join(RESOLVERS)} }} udp dport {{ 53, 443 }} drop"
-    with lab.firewall(blocked):
-        firing = _wait_for_alert(lab, log, "firing")
-    assert firing["labels"] == {
-        "alertname": ALERT,
-        "severity": "critical",
-        "job": "egress",
-        "instance": f"127.0.0.1:{EXPORTER_PORT}",
-        "vantage": VANTAGE,
-        "family": "ipv4",
-        "state": "unprotected",
-    }
-    description = firing["annotations"]["description"]
-    assert description.startswith(f"ipv4 DNS at vantage {VANTAGE} is unprotected:")
-    assert "umbrella-dns-v4a-udp443-cert udp 208.67.222.222:443 (timeout)" in description
-    assert "umbrella-dns-v4b-udp53-debug udp 208.67.220.220:53 (timeout)" in description
-    assert firing["annotations"]["runbook_url"].endswith("runbooks.md#egressdnsprotectionlost")
+        blocked = f"ip daddr {{ {', '.join(RESOLVERS)} }} udp dport {{ 53, 443 }} drop"
+        with lab.firewall(blocked):
+            firing = _wait_for_alert(lab, log, "firing")
+        assert firing["labels"] == {
+            "alertname": ALERT,
+            "severity": "critical",
+            "job": "egress",
+            "instance": f"127.0.0.1:{EXPORTER_PORT}",
+            "vantage": VANTAGE,
+            "family": "ipv4",
+            "state": "unprotected",
+        }
+        description = firing["annotations"]["description"]
+        assert description.startswith(f"ipv4 DNS at vantage {VANTAGE} is unprotected:")
+        assert "umbrella-dns-v4a-udp443-cert udp 208.67.222.222:443 (timeout)" in description
+        assert "umbrella-dns-v4b-udp53-debug udp 208.67.220.220:53 (timeout)" in description
+        assert firing["annotations"]["runbook_url"].endswith("runbooks.md#egressdnsprotectionlost")
 
-    resolved = _wait_for_alert(lab, log, "resolved")
-    assert resolved["labels"] == firing["labels"]
-    prometheus.wait_for(protected, _is_one)
+        resolved = _wait_for_alert(lab, log, "resolved")
+        assert resolved["labels"] == firing["labels"]
+        prometheus.wait_for(protected, _is_one)

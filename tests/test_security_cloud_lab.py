@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,31 +32,28 @@ PROXIED = tuple(f"{name}-proxy" for name in DIRECT)
 @pytest.fixture(scope="module")
 def proxies(lab: Lab, rogue_ca: trustme.CA) -> Iterator[None]:
     """The three tinyproxies and a re-signing interceptor, for the whole module."""
-    processes = [
-        start_rogue_healthchecks(lab, rogue_ca),
-        start_tinyproxy(lab, OPEN_PROXY_PORT),
-        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True),
-        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563),
-    ]
-    yield
-    for process in processes:
-        lab.stop(process)
+    with lab.scope():
+        start_rogue_healthchecks(lab, rogue_ca)
+        start_tinyproxy(lab, OPEN_PROXY_PORT)
+        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True)
+        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563)
+        yield
 
 
 @pytest.fixture
 def healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]:
     """Healthcheck servers answering ``ok`` at once."""
-    process = start_healthchecks(lab, test_ca)
-    yield
-    lab.stop(process)
+    with lab.scope():
+        start_healthchecks(lab, test_ca)
+        yield
 
 
 @pytest.fixture
 def slow_healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]:
     """Healthcheck servers that answer after 1.2 s (a saturated WAN or inspecting proxy)."""
-    process: subprocess.Popen[bytes] = start_healthchecks(lab, test_ca, "--delay", "1.2")
-    yield
-    lab.stop(process)
+    with lab.scope():
+        start_healthchecks(lab, test_ca, "--delay", "1.2")
+        yield
 
 
 def _preset(ca_file: Path, **settings: object) -> dict:

@@ -252,6 +252,20 @@ class Lab:
             time.sleep(0.05)
         raise RuntimeError(f"nothing listens on {wanted} in {ns}: {self.logs()}")
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Stop every process started inside the block when it ends, even if setup failed.
+
+        Wrap a fixture's setup and its ``yield`` in it, so servers on the lab's fixed addresses
+        never outlive the module that started them.
+        """
+        before = list(self._processes)
+        try:
+            yield
+        finally:
+            for proc in [p for p in self._processes if p not in before]:
+                self.stop(proc)
+
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         """Stop a process started with :meth:`start`."""
         with contextlib.suppress(ProcessLookupError):

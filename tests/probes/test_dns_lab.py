@@ -69,40 +69,41 @@ def _rogue_unbound(lab: Lab) -> list[str]:
 @pytest.fixture(scope="module")
 def resolvers(lab: Lab) -> Iterator[None]:
     """The Umbrella look-alike on the four resolver addresses, the forger and rogue unbound."""
-    for address in (ROGUE, REFUSING, FORGER):
-        lab.add_cloud_address(address)
-    script = str(LAB_DIR / "umbrella_responder.py")
-    listen = [f"{a}:{port}" for a in V4 for port in (53, 443)]
-    listen += [f"[{a}]:{port}" for a in V6 for port in (53, 443)]
-    umbrella = lab.start(
-        lab.cloud,
-        sys.executable,
-        script,
-        *listen,
-        "--provider-seed",
-        TEST_SEED.hex(),
-        ready_port=(V6[-1], 443),
-    )
-    forger = lab.start(
-        lab.cloud,
-        sys.executable,
-        script,
-        f"{FORGER}:443",
-        "--provider-seed",
-        FORGER_SEED.hex(),
-        ready_port=(FORGER, 443),
-    )
-    conf = lab.workdir / "rogue-unbound.conf"
-    conf.write_text("\n".join(_rogue_unbound(lab)) + "\n", encoding="utf-8")
-    rogue = lab.start(
-        lab.cloud, "unbound", "-d", "-c", str(conf), ready_port=(ROGUE, 53), ready_udp=True
-    )
-    lab.wait_listening(lab.cloud, REFUSING, 53, udp=True)
-    yield
-    for proc in (umbrella, forger, rogue):
-        lab.stop(proc)
-    for address in (ROGUE, REFUSING, FORGER):
-        lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
+    try:
+        with lab.scope():
+            for address in (ROGUE, REFUSING, FORGER):
+                lab.add_cloud_address(address)
+            script = str(LAB_DIR / "umbrella_responder.py")
+            listen = [f"{a}:{port}" for a in V4 for port in (53, 443)]
+            listen += [f"[{a}]:{port}" for a in V6 for port in (53, 443)]
+            lab.start(
+                lab.cloud,
+                sys.executable,
+                script,
+                *listen,
+                "--provider-seed",
+                TEST_SEED.hex(),
+                ready_port=(V6[-1], 443),
+            )
+            lab.start(
+                lab.cloud,
+                sys.executable,
+                script,
+                f"{FORGER}:443",
+                "--provider-seed",
+                FORGER_SEED.hex(),
+                ready_port=(FORGER, 443),
+            )
+            conf = lab.workdir / "rogue-unbound.conf"
+            conf.write_text("\n".join(_rogue_unbound(lab)) + "\n", encoding="utf-8")
+            lab.start(
+                lab.cloud, "unbound", "-d", "-c", str(conf), ready_port=(ROGUE, 53), ready_udp=True
+            )
+            lab.wait_listening(lab.cloud, REFUSING, 53, udp=True)
+            yield
+    finally:
+        for address in (ROGUE, REFUSING, FORGER):
+            lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
 
 
 def _preset(**settings: Any) -> dict[str, Any]:

@@ -32,17 +32,14 @@ HEALTHCHECK = f"https://{DOORMAN}/doorman/v1/healthcheck"
 @pytest.fixture(scope="module")
 def servers(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Iterator[None]:
     """Healthchecks (https and http), a re-signing interceptor and three tinyproxies."""
-    processes = [
-        start_healthchecks(lab, test_ca),
-        start_plain_healthchecks(lab),
-        start_rogue_healthchecks(lab, rogue_ca),
-        start_tinyproxy(lab, OPEN_PROXY_PORT),
-        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True),
-        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563),
-    ]
-    yield
-    for process in processes:
-        lab.stop(process)
+    with lab.scope():
+        start_healthchecks(lab, test_ca)
+        start_plain_healthchecks(lab)
+        start_rogue_healthchecks(lab, rogue_ca)
+        start_tinyproxy(lab, OPEN_PROXY_PORT)
+        start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True)
+        start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563)
+        yield
 
 
 def _check(lab: Lab, ca_file: Path, **settings: object) -> dict:

@@ -71,48 +71,49 @@ class Swg:
             self.start(auth=False)
 
 
-@pytest.fixture(scope="module")
-def swg(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Iterator[Swg]:
-    """Proxies, the echo target, a TLS SWG, a rogue-CA inspector and an Umbrella DNS stand-in."""
-    for address in MY_ADDRESSES:
-        lab.add_cloud_address(address)
+def _start_servers(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> None:
+    """The echo target, the TLS SWG, the rogue-CA inspector and the Umbrella DNS stand-in."""
     script = str(LAB_DIR / "tcp_server.py")
     real_cert, real_key = write_server_cert(test_ca, lab.workdir, SIG_NAME)
     rogue_dir = lab.workdir / "rogue"
     rogue_dir.mkdir()
     rogue_cert, rogue_key = write_server_cert(rogue_ca, rogue_dir, SIG_NAME)
     echo = (sys.executable, str(LAB_DIR / "echo_server.py"), f"{ECHO}:80", f"{ECHO}:443")
-    servers = [lab.start(lab.cloud, *echo, ready_port=(ECHO, 443))]
-    servers += [
+    lab.start(lab.cloud, *echo, ready_port=(ECHO, 443))
+    for address, cert, key in (
+        (SIG_ADDRESS, real_cert, real_key),
+        (INSPECTOR, rogue_cert, rogue_key),
+    ):
         lab.start(
             lab.cloud,
             *(sys.executable, script, f"{address}:{TLS_PORT}", "--cert", str(cert)),
             *("--key", str(key)),
             ready_port=(address, TLS_PORT),
         )
-        for address, cert, key in (
-            (SIG_ADDRESS, real_cert, real_key),
-            (INSPECTOR, rogue_cert, rogue_key),
-        )
-    ]
-    servers.append(
-        lab.start(
-            lab.cloud,
-            *("dnsmasq", "-k", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root"),
-            *(f"--listen-address={UMBRELLA_DNS}", "--pid-file=", "--port=53"),
-            f"--address=/{SA_NAME}/{SA_ADDRESSES[0]}",
-            ready_port=(UMBRELLA_DNS, 53),
-            ready_udp=True,
-        )
+    lab.start(
+        lab.cloud,
+        *("dnsmasq", "-k", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root"),
+        *(f"--listen-address={UMBRELLA_DNS}", "--pid-file=", "--port=53"),
+        f"--address=/{SA_NAME}/{SA_ADDRESSES[0]}",
+        ready_port=(UMBRELLA_DNS, 53),
+        ready_udp=True,
     )
-    proxies = Swg(lab)
-    proxies.start(auth=False)
-    yield proxies
-    proxies.stop()
-    for server in servers:
-        lab.stop(server)
-    for address in MY_ADDRESSES:
-        lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
+
+
+@pytest.fixture(scope="module")
+def swg(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Iterator[Swg]:
+    """Proxies, the echo target, a TLS SWG, a rogue-CA inspector and an Umbrella DNS stand-in."""
+    try:
+        with lab.scope():
+            for address in MY_ADDRESSES:
+                lab.add_cloud_address(address)
+            _start_servers(lab, test_ca, rogue_ca)
+            proxies = Swg(lab)
+            proxies.start(auth=False)
+            yield proxies
+    finally:
+        for address in MY_ADDRESSES:
+            lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
 
 
 def _probe(name: str, proxy: str, host: str, port: int, **settings: Any) -> dict[str, Any]:

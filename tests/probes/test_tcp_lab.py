@@ -19,30 +19,29 @@ NAME = "server.lab.test"
 @pytest.fixture(scope="module")
 def servers(lab: Lab, test_ca: trustme.CA) -> Iterator[None]:
     """A plain TCP listener on :8080 and a TLS one on :443 (test CA) on the lab server."""
-    cert, key = write_server_cert(test_ca, lab.workdir, NAME)
-    script = str(LAB_DIR / "tcp_server.py")
-    plain = lab.start(
-        lab.cloud,
-        sys.executable,
-        script,
-        f"{SERVER}:8080",
-        f"[{SERVER_V6}]:8080",
-        ready_port=(SERVER, 8080),
-    )
-    tls = lab.start(
-        lab.cloud,
-        sys.executable,
-        script,
-        f"{SERVER}:443",
-        "--cert",
-        str(cert),
-        "--key",
-        str(key),
-        ready_port=(SERVER, 443),
-    )
-    yield
-    lab.stop(plain)
-    lab.stop(tls)
+    with lab.scope():
+        cert, key = write_server_cert(test_ca, lab.workdir, NAME)
+        script = str(LAB_DIR / "tcp_server.py")
+        lab.start(
+            lab.cloud,
+            sys.executable,
+            script,
+            f"{SERVER}:8080",
+            f"[{SERVER_V6}]:8080",
+            ready_port=(SERVER, 8080),
+        )
+        lab.start(
+            lab.cloud,
+            sys.executable,
+            script,
+            f"{SERVER}:443",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            ready_port=(SERVER, 443),
+        )
+        yield
 
 
 def _probe(**settings: object) -> dict[str, object]:
