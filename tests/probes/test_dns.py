@@ -335,5 +335,4 @@ def test_any_reply_ends_in_a_labelled_reason(
     assert result.reason not in {FailureReason.INTERNAL_ERROR, FailureReason.TIMEOUT}, (
         result.detail
     )
-    assert result.success or result.reason in FailureReason
     assert result.duration_seconds < probe.timeout
