@@ -101,7 +101,7 @@ def test_removed_probes_disappear(store: ResultStore) -> None:
     assert 'probe="swg"' not in _scrape(store)
 
 
-def test_promtool_accepts_the_exposition(store: ResultStore) -> None:
+def test_promtool_accepts_the_exposition(store: ResultStore, stack_tools: None) -> None:
     store.record(_result(False, 1.0, FailureReason.CONNECTION_REFUSED))
     lint = subprocess.run(
         ["promtool", "check", "metrics"],
