@@ -122,8 +122,12 @@ class Engine:
         while True:
             config = self._config
             if config is not None and config.probes:
-                verdicts = evaluate(config, self.store.latest())
-                self.store.states = self._hysteresis.update(verdicts)
+                try:
+                    verdicts = evaluate(config, self.store.latest())
+                    self.store.states = self._hysteresis.update(verdicts)
+                except Exception:
+                    # A broken rule must not freeze every state: log it, try again next round.
+                    log.exception("deriving protection states failed")
                 await asyncio.sleep(min(p.interval for p in config.probes))
             else:
                 await asyncio.sleep(1.0)

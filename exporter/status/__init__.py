@@ -8,7 +8,7 @@ it. ``check`` uses the verdicts of its single run directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.config import Config
@@ -19,12 +19,22 @@ Labels = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class Verdict:
-    """One state decision: ``egress_<metric>{labels, state}``; detail explains it."""
+    """One state decision: ``egress_<metric>{labels, state}``; detail explains it.
+
+    ``evidence`` names the probe runs the verdict was drawn from, so hysteresis counts a
+    verdict again only when new results back it.
+    """
 
     metric: str
     labels: Labels
     state: str
     detail: str
+    evidence: frozenset[tuple[str, float]] = frozenset()
+
+
+def evidence(results: Iterable[ProbeResult]) -> frozenset[tuple[str, float]]:
+    """The identity of the probe runs a verdict is drawn from."""
+    return frozenset((result.probe, result.finished_at) for result in results)
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,10 @@ class Hysteresis:
                 self._pending.pop(key, None)
                 continue
             pending, count = self._pending.get(key, (verdict, 0))
-            count = count + 1 if pending.state == verdict.state else 1
+            if pending.state != verdict.state:
+                count = 1
+            elif count == 0 or pending.evidence != verdict.evidence or not verdict.evidence:
+                count += 1  # the same stale results re-evaluated prove nothing new
             if count >= self.consecutive:
                 self._published[key] = verdict
                 self._pending.pop(key, None)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from exporter.config import Config
 from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
-from exporter.status import StateRule, Verdict
+from exporter.status import StateRule, Verdict, evidence
 
 METRIC = "dns_protection_state"
 STATES = (
@@ -57,11 +57,9 @@ def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict
         if candidates:
             supporting = _outcomes(config, results, family, "supporting")
             state = decide(candidates)
-            verdicts.append(
-                Verdict(
-                    METRIC, (("family", family),), state, explain(state, candidates, supporting)
-                )
-            )
+            runs = [result for _, result in (*candidates, *supporting)]
+            detail = explain(state, candidates, supporting)
+            verdicts.append(Verdict(METRIC, (("family", family),), state, detail, evidence(runs)))
     return verdicts
 
 

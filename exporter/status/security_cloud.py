@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from exporter.config import Config
 from exporter.probes.http import HttpProbe
-from exporter.results import CURL_CODES, ProbeResult
-from exporter.status import StateRule, Verdict
+from exporter.results import ProbeResult, curl_code
+from exporter.status import StateRule, Verdict, evidence
 
 METRIC = "security_cloud_state"
 REACHABLE, DEGRADED, UNREACHABLE = "reachable", "degraded", "unreachable"
@@ -43,11 +43,11 @@ def _verdict(path: str, runs: Sequence[tuple[HttpProbe, ProbeResult]]) -> Verdic
     detail = f"{ok} of {len(runs)} healthchecks ok"
     if failed:
         detail += ": " + "; ".join(_failure(probe, result) for probe, result in failed)
-    return Verdict(METRIC, (("path", path),), state, detail)
+    return Verdict(METRIC, (("path", path),), state, detail, evidence(r for _, r in runs))
 
 
 def _failure(probe: HttpProbe, result: ProbeResult) -> str:
-    curl = CURL_CODES.get(result.reason) if result.reason is not None else None
+    curl = curl_code(result.reason)
     code = f" (curl {curl})" if curl is not None else ""
     return f"{probe.name} {result.reason}{code}"
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from exporter.config import Config
 from exporter.probes.tcp import TcpProbe
 from exporter.results import ProbeResult
-from exporter.status import StateRule, Verdict
+from exporter.status import StateRule, Verdict, evidence
 
 METRIC = "web_protection_state"
 AVAILABLE, FAIL_OPEN = "available", "fail_open"
@@ -34,12 +34,14 @@ def _verdict(proxy: str, runs: Sequence[tuple[TcpProbe, ProbeResult]]) -> Verdic
     if unreachable:
         problems = "; ".join(_failure(probe, result) for probe, result in unreachable)
         detail = f"web traffic goes direct, unprotected: {problems}"
-        return Verdict(METRIC, (("proxy", proxy),), FAIL_OPEN, detail)
+        return Verdict(
+            METRIC, (("proxy", proxy),), FAIL_OPEN, detail, evidence(r for _, r in runs)
+        )
     notes = [note for probe, result in runs for note in _notes(probe, result)]
     detail = f"{len(runs)} of {len(runs)} probes reach the proxy"
     if notes:
         detail += "; " + "; ".join(notes)
-    return Verdict(METRIC, (("proxy", proxy),), AVAILABLE, detail)
+    return Verdict(METRIC, (("proxy", proxy),), AVAILABLE, detail, evidence(r for _, r in runs))
 
 
 def _reached(result: ProbeResult) -> bool:

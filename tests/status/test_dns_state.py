@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -11,6 +13,8 @@ from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import RULES, Hysteresis
 from exporter.status import dns as dns_state
+
+RUNS = itertools.count(1)
 
 OK = None
 T = FailureReason.TIMEOUT
@@ -57,7 +61,7 @@ def _result(name: str, outcome: FailureReason | str | None) -> ProbeResult:
         duration_seconds=0.01,
         phases={},
         detail="ok" if reason is None else f"{reason} detail",
-        finished_at=0.0,
+        finished_at=float(next(RUNS)),  # every result is a new run
         facts=facts,
     )
 
@@ -140,22 +144,26 @@ def test_a_refused_route_is_not_mistaken_for_no_route() -> None:
 
 def test_hysteresis_keeps_protection_through_one_lost_round() -> None:
     hysteresis = Hysteresis(3)
-    good = _results(v4a_443=OK, v4a_53=OK, v4b_443=OK, v4b_53=OK)
-    lost = _results(v4a_443=T, v4a_53=T, v4b_443=T, v4b_53=T)
+
+    def good() -> dict[str, ProbeResult]:
+        return _results(v4a_443=OK, v4a_53=OK, v4b_443=OK, v4b_53=OK)
+
+    def lost() -> dict[str, ProbeResult]:
+        return _results(v4a_443=T, v4a_53=T, v4b_443=T, v4b_53=T)
 
     def published(results: dict[str, ProbeResult]) -> str:
         [verdict] = hysteresis.update(dns_state.evaluate(CONFIG, results))
         return verdict.state
 
-    assert published(good) == "protected_encrypted"
-    assert published(lost) == "protected_encrypted"
-    assert published(good) == "protected_encrypted"
-    assert [published(lost) for _ in range(3)] == [
+    assert published(good()) == "protected_encrypted"
+    assert published(lost()) == "protected_encrypted"
+    assert published(good()) == "protected_encrypted"
+    assert [published(lost()) for _ in range(3)] == [
         "protected_encrypted",
         "protected_encrypted",
         "unprotected",
     ]
-    assert [published(good) for _ in range(3)] == [
+    assert [published(good()) for _ in range(3)] == [
         "unprotected",
         "unprotected",
         "protected_encrypted",

@@ -58,3 +58,22 @@ def test_label_sets_that_disappear_are_dropped() -> None:
     v6 = (("family", "ipv6"),)
     hysteresis.update([_verdict("protected_encrypted"), _verdict("unprotected", v6)])
     assert [v.labels for v in hysteresis.update([_verdict("protected_encrypted")])] == [FAMILY]
+
+
+def test_stale_results_re_evaluated_do_not_count_twice() -> None:
+    hysteresis = Hysteresis(3)
+    first = frozenset({("dns-udp53", 1.0)})
+    hysteresis.update([Verdict("dns_protection_state", FAMILY, "protected_encrypted", "", first)])
+    lost = frozenset({("dns-udp53", 2.0)})
+    # One lost reply, re-evaluated many times before the probe runs again: still one verdict.
+    for _ in range(5):
+        published = hysteresis.update(
+            [Verdict("dns_protection_state", FAMILY, "unprotected", "", lost)]
+        )
+        assert _states(published) == ["protected_encrypted"]
+    for run in (3.0, 4.0):
+        fresh = frozenset({("dns-udp53", run)})
+        published = hysteresis.update(
+            [Verdict("dns_protection_state", FAMILY, "unprotected", "", fresh)]
+        )
+    assert _states(published) == ["unprotected"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -13,6 +14,8 @@ from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import Hysteresis
 from exporter.status import security_cloud as rule
+
+RUNS = itertools.count(1)
 
 OK = None
 SLOW = FailureReason.SLOW
@@ -48,7 +51,7 @@ def _result(name: str, reason: FailureReason | None) -> ProbeResult:
         duration_seconds=0.01,
         phases={},
         detail="ok" if reason is None else f"{reason} detail",
-        finished_at=0.0,
+        finished_at=float(next(RUNS)),  # every result is a new run
     )
 
 
@@ -141,12 +144,14 @@ def test_state_set_metric() -> None:
     ("settings", "message"),
     [
         ({"agent_budget": "6s"}, "agent_budget (6s) must not exceed timeout (5s)"),
-        ({"url": "ftp://x/"}, "is not an http:// or https:// URL"),
+        ({"url": "ftp://x/"}, "is not an absolute http:// or https:// URL"),
+        ({"url": "https://x:99999/"}, "has an invalid port"),
+        ({"proxy": {"url": "http://proxy:abc"}}, "has an invalid port"),
         ({"method": "HEAD", "expect": {"body": "ok"}}, "a HEAD answer has no body"),
         ({"expect": {"body": "ok", "body_regex": "ok"}}, "not both"),
         ({"expect": {"body_regex": "("}}, "invalid regular expression"),
         ({"expect": {"status": [99]}}, "not HTTP status codes"),
-        ({"proxy": {"url": "http://u:p@proxy:3128"}}, "not in the URL"),
+        ({"proxy": {"url": "http://u:p@proxy:3128"}}, "credentials do not belong in the URL"),
     ],
 )
 def test_config_validation(settings: dict, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -11,6 +12,8 @@ from exporter.config import Config
 from exporter.probes.tcp import TcpProbe
 from exporter.results import EndpointResult, FailureReason, ProbeResult
 from exporter.status import RULES, Hysteresis, Verdict, web
+
+RUNS = itertools.count(1)
 
 SA = ("146.112.61.106", "146.112.61.107")
 
@@ -46,7 +49,7 @@ def _result(
         duration_seconds=0.1,
         phases={},
         detail="resolving swg.example: Domain name not found" if resolve else "details",
-        finished_at=0.0,
+        finished_at=float(next(RUNS)),  # every result is a new run
         facts=facts or {},
         endpoints=endpoints,
     )
@@ -105,13 +108,15 @@ def test_probes_without_swg_proxy_or_without_a_result_give_no_verdict() -> None:
 def test_hysteresis_keeps_available_through_one_failed_round() -> None:
     hysteresis = Hysteresis(3)
     up = web.evaluate(CONFIG, {"sa-https": _result(HTTPS, None, None)})
-    down = web.evaluate(
-        CONFIG, {"sa-https": _result(HTTPS, FailureReason.TIMEOUT, FailureReason.TIMEOUT)}
-    )
+
+    def down() -> list[Verdict]:  # a new failed run each round
+        failed = _result(HTTPS, FailureReason.TIMEOUT, FailureReason.TIMEOUT)
+        return web.evaluate(CONFIG, {"sa-https": failed})
+
     hysteresis.update(up)
-    assert [v.state for v in hysteresis.update(down)] == ["available"]
-    assert [v.state for v in hysteresis.update(down)] == ["available"]
-    assert [v.state for v in hysteresis.update(down)] == ["fail_open"]
+    assert [v.state for v in hysteresis.update(down())] == ["available"]
+    assert [v.state for v in hysteresis.update(down())] == ["available"]
+    assert [v.state for v in hysteresis.update(down())] == ["fail_open"]
 
 
 def test_state_is_exported_as_a_state_set_per_proxy() -> None:
