@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import aiodns.error
+
 log = logging.getLogger(__name__)
 
 
@@ -107,6 +109,11 @@ CURL_CODES: Mapping[FailureReason, int] = {
 
 
 Facts = dict[str, float | str]
+
+
+def curl_code(reason: FailureReason | None) -> int | None:
+    """The curl error code an agent would log for ``reason`` (None when there is none)."""
+    return None if reason is None else CURL_CODES.get(reason)
 
 
 class ProbeError(Exception):
@@ -213,6 +220,21 @@ def _ssl(exc: BaseException) -> tuple[FailureReason, str]:
     return FailureReason.TLS_HANDSHAKE_FAILED, f"TLS: {exc.reason or exc}"
 
 
+# c-ares status codes (ares.h) a resolution can end with, and what they mean for a probe.
+_ARES_REASONS: Mapping[int, FailureReason] = {
+    3: FailureReason.DNS_SERVFAIL,  # ARES_ESERVFAIL
+    4: FailureReason.DNS_NXDOMAIN,  # ARES_ENOTFOUND
+    6: FailureReason.DNS_REFUSED,  # ARES_EREFUSED
+    12: FailureReason.TIMEOUT,  # ARES_ETIMEOUT: no resolver answered
+}
+
+
+def _ares(exc: BaseException) -> tuple[FailureReason, str]:
+    code = exc.args[0] if exc.args else -1
+    text = exc.args[1] if len(exc.args) > 1 else str(exc)
+    return _ARES_REASONS.get(code, FailureReason.RESOLVE_FAILED), str(text)
+
+
 def _probe_error(exc: BaseException) -> tuple[FailureReason, str]:
     assert isinstance(exc, ProbeError)  # noqa: S101 - only called for ProbeErrors
     return exc.reason, exc.detail
@@ -226,6 +248,7 @@ EXCEPTION_REASONS: tuple[
     tuple[type[BaseException] | tuple[type[BaseException], ...], Mapper], ...
 ] = (
     (ProbeError, _probe_error),
+    (aiodns.error.DNSError, _ares),
     (TimeoutError, lambda _: (FailureReason.TIMEOUT, "no answer within the timeout")),
     (ssl.SSLError, _ssl),
     (

@@ -22,16 +22,10 @@ from cryptography import x509
 from pydantic import Field
 
 from exporter.probes.base import StrictModel
-from exporter.results import Facts, FailureReason, ProbeError
+from exporter.results import Facts, FailureReason, ProbeError, reason_for
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
-# c-ares status codes (ares.h) and what they mean for a probe.
-_ARES_REASONS = {
-    4: FailureReason.DNS_NXDOMAIN,  # ARES_ENOTFOUND
-    3: FailureReason.DNS_SERVFAIL,  # ARES_ESERVFAIL
-    6: FailureReason.DNS_REFUSED,  # ARES_EREFUSED
-}
 _TCP_INFO_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then tcpi_rtt is u32 #15
 
 
@@ -42,6 +36,16 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def socket_family(address: str) -> socket.AddressFamily:
+    """The socket family of an IP address."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 async def resolve(host: str, family: str = "any", nameservers: Sequence[str] = ()) -> list[str]:
@@ -57,9 +61,7 @@ async def resolve(host: str, family: str = "any", nameservers: Sequence[str] = (
             host, family=_FAMILIES[family], type=socket.SOCK_STREAM
         )
     except aiodns.error.DNSError as exc:
-        code = exc.args[0] if exc.args else -1
-        reason = _ARES_REASONS.get(code, FailureReason.RESOLVE_FAILED)
-        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        reason, text = reason_for(exc)
         raise ProbeError(reason, f"resolving {host}: {text}") from None
     finally:
         await resolver.close()
@@ -76,8 +78,7 @@ def _text(value: bytes | str) -> str:
 
 async def tcp_connect(address: str, port: int, source_address: str | None = None) -> socket.socket:
     """Open a TCP connection to ``address``:``port``; errors are left for the reason mapping."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(socket_family(address), socket.SOCK_STREAM)
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
         if source_address is not None:
@@ -114,12 +115,16 @@ class TlsOptions(StrictModel):
 
 
 async def start_tls(
-    writer: asyncio.StreamWriter, tls: TlsOptions, server_name: str | None, facts: Facts
+    writer: asyncio.StreamWriter, tls: TlsOptions, host: str, facts: Facts
 ) -> None:
-    """Upgrade a connection to TLS, record the certificate's facts and check its issuer."""
+    """Upgrade a connection to TLS, record the certificate's facts and check its issuer.
+
+    The certificate is checked against ``tls.server_name`` or else ``host``; for an IP address
+    Python sends no SNI but still checks the certificate's IP entries.
+    """
     context = client_tls_context(tls.ca_file, tls.verify)
     try:
-        await writer.start_tls(context, server_hostname=server_name)
+        await writer.start_tls(context, server_hostname=tls.server_name or host)
     except ConnectionError as exc:
         # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
         raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
@@ -128,6 +133,15 @@ async def start_tls(
         facts["tls_cert_not_after_timestamp_seconds"] = cert.not_after
         facts["tls_issuer"] = cert.issuer
     check_issuer(cert, tls.expected_issuers)
+
+
+def discard(writer: asyncio.StreamWriter) -> None:
+    """Drop a probe's connection at once.
+
+    A probe's connection is never reused, and a polite TLS close waits (up to 30 s) for the
+    peer's close_notify, which a failing or streaming peer never sends: abort instead.
+    """
+    writer.transport.abort()
 
 
 def client_tls_context(ca_file: Path | None = None, verify: bool = True) -> ssl.SSLContext:
@@ -144,7 +158,6 @@ class PeerCertificate:
     """The facts of a server certificate that a probe reports."""
 
     issuer: str
-    subject: str
     not_after: float
 
 
@@ -158,7 +171,6 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
     cert = x509.load_der_x509_certificate(der)
     return PeerCertificate(
         issuer=cert.issuer.rfc4514_string(),
-        subject=cert.subject.rfc4514_string(),
         not_after=cert.not_valid_after_utc.replace(tzinfo=dt.UTC).timestamp(),
     )
 

@@ -13,10 +13,10 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 
 from exporter.probes import _net
-from exporter.probes.base import SecretRef, StrictModel
+from exporter.probes.base import ProxyUrl, SecretRef, StrictModel
 from exporter.results import FailureReason, PhaseTimer, ProbeError, reason_for
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -26,19 +26,9 @@ _HTTP_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
 class ProxySettings(StrictModel):
     """An HTTP proxy: ``http://host:port`` and optional basic-auth credentials."""
 
-    url: str
+    url: ProxyUrl  # credentials go in username and password, never in the URL
     username: str | None = None
     password: SecretRef | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"'{url}' is not an http://host:port proxy URL")
-        if parts.username or parts.password:
-            raise ValueError("put credentials in 'username' and 'password', not in the URL")
-        return url
 
     @property
     def host(self) -> str:

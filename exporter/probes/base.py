@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -62,7 +64,35 @@ def _check_ip(value: str) -> str:
         raise ValueError(f"'{value}' is not an IP address") from None
 
 
+def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
+    """An absolute URL with one of ``schemes``, a host, a usable port and no credentials."""
+    parts = urlsplit(url)
+    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"'{url}' is not an absolute {wanted} URL with a host")
+    try:
+        port = parts.port  # urlsplit parses the port lazily: bad ones raise only here
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"'{url}' has an invalid port")
+    if parts.username or parts.password:
+        raise ValueError("credentials do not belong in the URL")
+    return url
+
+
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+HttpUrl = Annotated[str, AfterValidator(check_url)]
+ProxyUrl = Annotated[str, AfterValidator(partial(check_url, schemes=("http",)))]
+Regex = Annotated[str, AfterValidator(_check_regex)]
 Port = Annotated[int, AfterValidator(_check_port)]
 IPAddress = Annotated[str, AfterValidator(_check_ip)]
 Family = Literal["any", "ipv4", "ipv6"]
@@ -89,9 +119,11 @@ class SecretRef(StrictModel):
     file: Path | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
+    def _exactly_one_readable(self) -> SecretRef:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of 'env' or 'file'")
+        # A missing variable or file is a config error now, not a failed probe later.
+        self.resolve()
         return self
 
     def resolve(self) -> SecretStr:
@@ -101,7 +133,7 @@ class SecretRef(StrictModel):
             if value is None:
                 raise ValueError(f"environment variable {self.env} is not set")
             return SecretStr(value)
-        assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one
+        assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one_readable
         try:
             return SecretStr(self.file.read_text(encoding="utf-8").strip())
         except OSError as exc:

@@ -38,7 +38,7 @@ from pydantic import AfterValidator, Discriminator, Field
 
 from exporter.probes import _net
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
-from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, StrictModel
+from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, Regex, StrictModel
 from exporter.results import Facts, FailureReason, Observation, PhaseTimer, ProbeError
 
 PHASES = ("connect", "request")
@@ -91,14 +91,6 @@ def _dns_name(value: str) -> str:
     return value
 
 
-def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
-
-
 def _provider_key(value: str) -> str:
     provider_key_bytes(value)
     return value
@@ -126,7 +118,7 @@ class DnsExpect(StrictModel):
         default_factory=lambda: ["NOERROR"], min_length=1
     )
     min_answers: Annotated[int, Field(ge=0)] = 0
-    answer_regex: Annotated[str, AfterValidator(_regex)] | None = None
+    answer_regex: Regex | None = None
     txt_prefix: str | None = None
 
 
@@ -171,8 +163,7 @@ class DnsProbe(ProbeConfig):
     @property
     def target(self) -> str:
         """``server:port`` (brackets around IPv6) for the target label."""
-        server = f"[{self.server}]" if ":" in self.server else self.server
-        return f"{server}:{self.port}"
+        return _net.host_port(self.server, self.port)
 
     @property
     def transport(self) -> str:
@@ -221,8 +212,7 @@ def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
 
 
 async def _udp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> bytes:
-    family = socket.AF_INET6 if ":" in config.server else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(_net.socket_family(config.server), socket.SOCK_DGRAM)
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
         try:
@@ -309,7 +299,7 @@ async def _tcp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> byt
             await writer.drain()
             return await _read_tcp_message(reader)
     finally:
-        writer.close()
+        _net.discard(writer)
 
 
 async def _read_tcp_message(reader: asyncio.StreamReader) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -41,7 +42,16 @@ from exporter.probes._proxy import (
     read_head,
     refusal,
 )
-from exporter.probes.base import Duration, Family, ProbeConfig, ProbeKind, StrictModel
+from exporter.probes.base import (
+    Duration,
+    Family,
+    HttpUrl,
+    ProbeConfig,
+    ProbeKind,
+    Regex,
+    StrictModel,
+    check_url,
+)
 from exporter.results import (
     Facts,
     FailureReason,
@@ -51,6 +61,7 @@ from exporter.results import (
     reason_for,
 )
 
+log = logging.getLogger(__name__)
 PHASES = ("resolve", "connect", "proxy_connect", "tls", "first_byte", "transfer")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -68,7 +79,7 @@ class Expectations(StrictModel):
 
     status: list[int] = Field(default_factory=lambda: [200], min_length=1)
     body: str | None = None
-    body_regex: str | None = None
+    body_regex: Regex | None = None
 
     @field_validator("status")
     @classmethod
@@ -77,16 +88,6 @@ class Expectations(StrictModel):
         if bad:
             raise ValueError(f"{bad} are not HTTP status codes (100-599)")
         return codes
-
-    @field_validator("body_regex")
-    @classmethod
-    def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return pattern
 
     @model_validator(mode="after")
     def _one_body_check(self) -> Expectations:
@@ -104,7 +105,7 @@ class HttpProbe(ProbeConfig):
     """Config of an ``http`` probe. ``timeout`` is the diagnostic timeout."""
 
     kind: Literal["http"]
-    url: str
+    url: HttpUrl
     method: Literal["GET", "HEAD"] = "GET"
     proxy: ProxySettings | None = None
     address_family: Family = "any"
@@ -116,16 +117,6 @@ class HttpProbe(ProbeConfig):
     # A WithSecure Security Cloud healthcheck: counted in egress_security_cloud_state on its
     # path (direct, or its proxy).
     security_cloud: bool = False
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"'{url}' is not an http:// or https:// URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL are not supported")
-        return url
 
     @field_validator("agent_budget")
     @classmethod
@@ -226,7 +217,7 @@ class _Attempt:
             location = await self._exchange(urlsplit(url), may_redirect=hops_left > 0)
             if location is None:
                 return
-            url = urljoin(url, location)
+            url = _redirect_target(url, location)
 
     async def _exchange(self, url: SplitResult, may_redirect: bool) -> str | None:
         """One request on a fresh connection; the redirect target when it is to be followed."""
@@ -247,9 +238,7 @@ class _Attempt:
                 body = await self._read_body(reader, head)
             self._check_body(body)
         finally:
-            # Abort rather than close: a TLS close waits for the peer's close_notify, which a
-            # server still streaming an endless body never sends.
-            writer.transport.abort()
+            _net.discard(writer)
         return None
 
     async def _connect(
@@ -273,7 +262,7 @@ class _Attempt:
     ) -> None:
         host = url.hostname or ""
         if self.config.proxy is not None:
-            target = f"{_bracketed(host)}:{url.port or _DEFAULT_PORTS[url.scheme]}"
+            target = _net.host_port(host, url.port or _DEFAULT_PORTS[url.scheme])
             with self.step("proxy_connect"):
                 head = await connect_tunnel(
                     reader, writer, target, self._proxy_authorization(), self.config.proxy.url
@@ -283,13 +272,14 @@ class _Attempt:
                 raise refused
         tls = self.config.tls
         with self.step("tls"):
-            await _net.start_tls(writer, tls, tls.server_name or host, self.facts)
+            await _net.start_tls(writer, tls, host, self.facts)
 
     def _proxy_authorization(self) -> str | None:
         assert self.config.proxy is not None  # noqa: S101 - only called with a proxy
         try:
             return self.config.proxy.authorization()
-        except ValueError as exc:  # the secret's variable or file is missing
+        except ValueError as exc:  # the secret's variable or file went away after loading
+            log.error("proxy password for %s: %s", self.config.name, exc)  # noqa: TRY400 - no traceback to show
             raise ProbeError(FailureReason.INTERNAL_ERROR, f"proxy password: {exc}") from None
 
     def _request(self, url: SplitResult) -> bytes:
@@ -335,7 +325,7 @@ class _Attempt:
         if "chunked" in head.headers.get("transfer-encoding", "").lower():
             return await self._read_chunked(reader, limit)
         length = head.headers.get("content-length", "")
-        if length.isdigit():
+        if length.isascii() and length.isdigit():  # str.isdigit() also accepts "²"
             return await self._read(reader, min(int(length), limit), exact=True)
         return await self._read(reader, limit, exact=False)
 
@@ -392,8 +382,15 @@ class _Attempt:
             )
 
 
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+def _redirect_target(url: str, location: str) -> str:
+    """Where a redirect leads; the peer wrote it, so an unusable one fails the check."""
+    target = urljoin(url, location)
+    try:
+        return check_url(target)
+    except ValueError as exc:
+        raise ProbeError(
+            FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"
+        ) from None
 
 
 KIND = ProbeKind(

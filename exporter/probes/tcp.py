@@ -13,17 +13,24 @@ check asks the proxy itself for an answer on each connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from exporter.probes import _net, _proxy
 from exporter.probes._net import TlsOptions
-from exporter.probes.base import Family, IPAddress, Port, ProbeConfig, ProbeKind, StrictModel
+from exporter.probes.base import (
+    Family,
+    HttpUrl,
+    IPAddress,
+    Port,
+    ProbeConfig,
+    ProbeKind,
+    StrictModel,
+)
 from exporter.results import (
     EndpointResult,
     Facts,
@@ -51,25 +58,16 @@ class ProxyCheck(StrictModel):
 
     enabled: bool = True
     method: Literal["CONNECT", "GET"] = "CONNECT"
-    url: str = "http://www.msftconnecttest.com/connecttest.txt"
+    url: HttpUrl = "http://www.msftconnecttest.com/connecttest.txt"
     # An unauthenticated client gets 401 or 407 from the vendor's proxy: still reachable.
     reachable_statuses: list[int] = Field(default_factory=lambda: [200, 401, 403, 407])
-
-    @field_validator("url")
-    @classmethod
-    def _absolute_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"'{url}' is not an absolute http:// URL")
-        return url
 
     @property
     def target(self) -> str:
         """What the request names: ``host:443`` for CONNECT, the URL for GET."""
         if self.method == "GET":
             return self.url
-        host = urlsplit(self.url).hostname or ""
-        return f"[{host}]:443" if ":" in host else f"{host}:443"
+        return _net.host_port(urlsplit(self.url).hostname or "", 443)
 
 
 class TcpProbe(ProbeConfig):
@@ -224,22 +222,13 @@ async def _handshake(
     reader, writer = await asyncio.open_connection(sock=sock, limit=_proxy.MAX_HEAD_BYTES)
     try:
         if config.tls is not None:
-            server_name = config.tls.server_name or (
-                None if _net.is_ip(config.host) else config.host
-            )
             with timer.measure("tls"):
-                await _net.start_tls(writer, config.tls, server_name, facts)
+                await _net.start_tls(writer, config.tls, config.host, facts)
         if check is not None:
             with timer.measure("proxy_connect"):
                 await _ask_proxy(check, reader, writer, f"{address}:{config.port}", facts)
-    except BaseException:
-        # The stream is not told when the transport under a failed TLS handshake goes away, so
-        # wait_closed() could hang until the timeout: close without waiting.
-        writer.close()
-        raise
-    writer.close()
-    with contextlib.suppress(OSError, asyncio.TimeoutError):
-        await writer.wait_closed()
+    finally:
+        _net.discard(writer)
 
 
 async def _ask_proxy(

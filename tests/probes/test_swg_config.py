@@ -19,7 +19,7 @@ def test_also_system_resolver_needs_resolvers() -> None:
 
 
 def test_proxy_check_needs_an_absolute_http_url() -> None:
-    with pytest.raises(ValidationError, match="is not an absolute http:// URL"):
+    with pytest.raises(ValidationError, match="is not an absolute http:// or https:// URL"):
         ProxyCheck(url="/connecttest.txt")
 
 
