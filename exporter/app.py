@@ -13,7 +13,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
 from exporter.collector import ResultStore
-from exporter.config import Config, ConfigError, builtin_config, load_config
+from exporter.config import Config, ConfigError, load
 from exporter.scheduler import Engine
 
 log = logging.getLogger(__name__)
@@ -28,21 +28,21 @@ class Runtime:
     engine: Engine
     config: Config | None = None
 
-    def load(self) -> Config:
-        """Read the config file, or the built-in presets when there is none."""
-        return load_config(self.config_file) if self.config_file else builtin_config()
+    def apply(self, config: Config) -> None:
+        """Run ``config`` from now on."""
+        self.config = config
+        self.engine.apply(config)
+        log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
 
     def reload(self) -> str | None:
         """Apply the config afresh; on error keep the running one and return the error."""
         try:
-            config = self.load()
+            config = load(self.config_file)
         except ConfigError as exc:
             self.store.reload_successful = False
             log.error("reload failed, keeping the running configuration: %s", exc)  # noqa: TRY400 - the error text is the message
             return str(exc)
-        self.config = config
-        self.engine.apply(config)
-        log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+        self.apply(config)
         return None
 
 

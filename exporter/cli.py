@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import __version__
 from exporter.app import Runtime, make_app
 from exporter.collector import EgressCollector, ResultStore
-from exporter.config import Config, ConfigError, builtin_config, load_config
-from exporter.results import CURL_CODES, FIX_HINTS, ProbeResult
+from exporter.config import Config, ConfigError, load
+from exporter.results import FIX_HINTS, ProbeResult, curl_code
 from exporter.scheduler import Engine, run_all_once
 from exporter.status import Verdict, evaluate
 
@@ -63,7 +63,22 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
 
 
-def _common_flags(parser: argparse.ArgumentParser) -> None:
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _listen_address(text: str) -> tuple[str | None, int]:
+    """``[HOST]:PORT`` -> (host or None for every interface, port)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"'{text}' is not [HOST]:PORT, e.g. :10115")
+    return host.strip("[]") or None, int(port)
+
+
+def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
     parser.add_argument(
         "--config.file",
         dest="config_file",
@@ -73,7 +88,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log.level",
         dest="log_level",
-        default="info",
+        default=log_level,
         choices=("debug", "info", "warn", "error"),
         help="Only log messages at or above this level.",
     )
@@ -87,7 +102,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe.max-concurrency",
         dest="max_concurrency",
-        type=int,
+        type=_positive_int,
         default=64,
         help="Most probe runs in flight at once.",
     )
@@ -99,11 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Probe the egress paths of endpoint-security agents and export the results "
         "to Prometheus. 'egress-exporter check' runs every probe once and prints a report.",
     )
-    _common_flags(parser)
+    _common_flags(parser, log_level="info")
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
         action="append",
+        type=_listen_address,
         metavar="[HOST]:PORT",
         help="Address to listen on (repeatable). Default :10115.",
     )
@@ -135,13 +151,10 @@ def _check_parser() -> argparse.ArgumentParser:
         description="Run every configured probe once and report. Exit 0 when all succeed, 1 when "
         "any fails, 2 on a config error.",
     )
-    _common_flags(parser)
+    # The report is the output; log only what went wrong unless asked for more.
+    _common_flags(parser, log_level="error")
     parser.add_argument("--output", choices=("table", "json"), default="table")
     return parser
-
-
-def _load(config_file: str | None) -> Config:
-    return load_config(config_file) if config_file else builtin_config()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,9 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     is_check = bool(args_list) and args_list[0] == "check"
     args = (_check_parser() if is_check else _parser()).parse_args(args_list[is_check:])
-    _setup_logging(args.log_level if not is_check else "error", args.log_format)
+    _setup_logging(args.log_level, args.log_format)
     try:
-        config = _load(args.config_file)
+        config = load(args.config_file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
         return EXIT_CONFIG
@@ -160,26 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
         return EXIT_OK
-    _setup_logging(args.log_level, args.log_format)
     asyncio.run(_serve(args, config))
     return EXIT_OK
 
 
-def _listen_addresses(values: Sequence[str] | None) -> list[tuple[str | None, int]]:
-    addresses = []
-    for value in values or [":10115"]:
-        host, _, port = value.rpartition(":")
-        addresses.append((host.strip("[]") or None, int(port)))
-    return addresses
-
-
 async def _serve(args: argparse.Namespace, config: Config) -> None:
     log.info("Starting egress-exporter version=%s", __version__)
-    log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
     store = ResultStore()
     runtime = Runtime(args.config_file, store, Engine(store, args.max_concurrency))
-    runtime.config = config
-    runtime.engine.apply(config)
+    runtime.apply(config)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EgressCollector(store))
     if not args.no_exporter_metrics:
@@ -191,7 +193,7 @@ async def _serve(args: argparse.Namespace, config: Config) -> None:
         shutdown_timeout=_SHUTDOWN_SECONDS,
     )
     await runner.setup()
-    for host, port in _listen_addresses(args.listen):
+    for host, port in args.listen or [(None, 10115)]:
         await web.TCPSite(runner, host, port).start()
         log.info("Listening on address=%s:%d", host or "", port)
     stopping = asyncio.Event()
@@ -230,7 +232,7 @@ def _check_json(
                 "group": probe.group,
                 "success": result.success,
                 "reason": None if result.reason is None else str(result.reason),
-                "curl_code": None if result.reason is None else CURL_CODES.get(result.reason),
+                "curl_code": curl_code(result.reason),
                 "duration_seconds": round(result.duration_seconds, 6),
                 "phases": {k: round(v, 6) for k, v in result.phases.items()},
                 "facts": dict(result.facts),
@@ -267,7 +269,7 @@ def _check_table(
     for result in results:
         probe = config.probe(result.probe)
         reason = "" if result.reason is None else str(result.reason)
-        curl = CURL_CODES.get(result.reason) if result.reason else None
+        curl = curl_code(result.reason)
         if curl is not None:
             reason += f" (curl {curl})"
         rows.append(

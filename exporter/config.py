@@ -18,7 +18,13 @@ import yaml
 from pydantic import Discriminator, Field, TypeAdapter, ValidationError, field_validator
 
 from exporter.probes import KINDS
-from exporter.probes.base import Duration, ProbeConfig, StrictModel, timeout_within_interval
+from exporter.probes.base import (
+    Duration,
+    ProbeConfig,
+    StrictModel,
+    parse_duration,
+    timeout_within_interval,
+)
 
 Location = tuple[str | int, ...]
 BUILTIN_PRESETS = ("umbrella", "withsecure")
@@ -214,6 +220,13 @@ def _preset_document(name: str) -> _Document:
     return _parse_yaml(resource.read_text(encoding="utf-8"), f"<preset {name}>")
 
 
+def _seconds(value: Any, fallback: float) -> float:  # noqa: ANN401 - a raw YAML value
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return fallback  # the interval's own error is reported by validation
+
+
 def _substitute(value: Any, settings: Mapping[str, Any]) -> Any:  # noqa: ANN401 - YAML values
     if isinstance(value, dict):
         return {k: _substitute(v, settings) for k, v in value.items()}
@@ -275,6 +288,10 @@ def _validate_probes(
     first_seen: dict[str, str] = {}
     for raw in raw_probes:
         data = {"interval": defaults.interval, "timeout": defaults.timeout, **raw.data}
+        if "timeout" not in raw.data:
+            # An inherited timeout never exceeds the probe's own interval: the user did not
+            # write it, so it must not turn a shorter interval into an error.
+            data["timeout"] = min(defaults.timeout, _seconds(data["interval"], defaults.timeout))
         try:
             probe = adapter.validate_python(data)
         except ValidationError as exc:
@@ -320,6 +337,8 @@ def load_config(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}"]) from None
     return _build(_parse_yaml(text, str(path)))
 
 
@@ -327,3 +346,8 @@ def builtin_config() -> Config:
     """The running config when no file is given: every built-in preset with its defaults."""
     presets = "".join(f"  - {name}\n" for name in BUILTIN_PRESETS)
     return _build(_parse_yaml(f"presets:\n{presets}", "<built-in presets>"))
+
+
+def load(path: str | Path | None) -> Config:
+    """The config in ``path``, or the built-in presets when there is no file."""
+    return load_config(path) if path else builtin_config()

@@ -109,3 +109,18 @@ def test_secret_needs_exactly_one_source(monkeypatch: pytest.MonkeyPatch) -> Non
         SecretRef()
     with pytest.raises(ValueError, match="EGRESS_UNSET is not set"):
         SecretRef(env="EGRESS_UNSET").resolve()
+
+
+def test_an_inherited_timeout_fits_a_shorter_interval(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    probe = "{name: a, kind: tcp, host: h, port: 1, interval: 2s}"
+    path.write_text(f"defaults: {{timeout: 5s}}\nprobes:\n  - {probe}\n")
+    probe = load_config(path).probe("a")
+    assert (probe.interval, probe.timeout) == (2.0, 2.0)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_bytes(b"probes: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c\.yml: not UTF-8 text"):
+        load_config(path)

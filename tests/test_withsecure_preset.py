@@ -30,7 +30,10 @@ def test_direct_path_only_by_default(tmp_path: Path) -> None:
     assert {(p.timeout, p.budget) for p in probes} == {(10.0, 1.0)}
 
 
-def test_proxy_setting_adds_the_proxied_path(tmp_path: Path) -> None:
+def test_proxy_setting_adds_the_proxied_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WS_PROXY_PASSWORD", "s3cret")
     settings = (
         "{proxy: 'http://proxy.example.intern:3128', proxy_username: agent, "
         "proxy_password: {env: WS_PROXY_PASSWORD}}"
@@ -45,6 +48,20 @@ def test_proxy_setting_adds_the_proxied_path(tmp_path: Path) -> None:
     assert {p.path for p in probes} == {"direct", "http://proxy.example.intern:3128"}
     assert {p.url for p in proxied} == {p.url for p in probes if p.proxy is None}
     assert all(p.proxy.username == "agent" for p in proxied if p.proxy is not None)
+
+
+def test_a_proxy_password_that_cannot_be_read_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WS_PROXY_PASSWORD", raising=False)
+    settings = (
+        "{proxy: 'http://proxy.example.intern:3128', proxy_username: agent, "
+        "proxy_password: {env: WS_PROXY_PASSWORD}}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"proxy\.password: environment variable WS_PROXY_PASSWORD"
+    ):
+        _healthchecks(tmp_path, settings)
 
 
 def test_a_timeout_below_the_agent_budget_is_refused(tmp_path: Path) -> None:
