@@ -101,3 +101,18 @@ def test_version(capsys) -> None:
         main(["--version"])
     assert caught.value.code == 0
     assert capsys.readouterr().out.startswith("egress-exporter ")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--probe.max-concurrency=0", "must be at least 1"),
+        ("--web.listen-address=127.0.0.1", "is not [HOST]:PORT"),
+        ("--web.listen-address=:70000", "is not [HOST]:PORT"),
+    ],
+)
+def test_bad_flags_are_refused_with_a_reason(flag: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([flag, "--config.check"])
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
