@@ -102,6 +102,7 @@ def missing_requirements() -> str | None:
 _PACKAGES = {
     "ip": "iproute2",
     "nft": "nftables",
+    "sysctl": "procps",
     "unbound": "unbound",
     "tinyproxy": "tinyproxy",
     "dnsmasq": "dnsmasq-base",
