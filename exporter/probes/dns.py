@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import dns.exception
@@ -59,28 +60,28 @@ _RCODE_REASONS = {
 }
 
 
-def _rdatatype(value: str) -> str:
-    try:
-        dns.rdatatype.from_text(value)
-    except dns.exception.DNSException:
-        raise ValueError(f"'{value}' is not a DNS record type") from None
-    return value.upper()
+def _dns_mnemonic(parse: Callable[[str], object], what: str) -> Callable[[str], str]:
+    """A validator for a DNS mnemonic (record type, class, rcode), upper-cased."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except dns.exception.DNSException:
+            raise ValueError(f"'{value}' is not {what}") from None
+        return value.upper()
+
+    return check
 
 
-def _rdataclass(value: str) -> str:
-    try:
-        dns.rdataclass.from_text(value)
-    except dns.exception.DNSException:
-        raise ValueError(f"'{value}' is not a DNS class") from None
-    return value.upper()
-
-
-def _rcode(value: str) -> str:
-    try:
-        dns.rcode.from_text(value)
-    except dns.exception.DNSException:
-        raise ValueError(f"'{value}' is not a DNS rcode (NOERROR, NXDOMAIN, ...)") from None
-    return value.upper()
+RecordType = Annotated[
+    str, AfterValidator(_dns_mnemonic(dns.rdatatype.from_text, "a DNS record type"))
+]
+RecordClass = Annotated[
+    str, AfterValidator(_dns_mnemonic(dns.rdataclass.from_text, "a DNS class"))
+]
+Rcode = Annotated[
+    str, AfterValidator(_dns_mnemonic(dns.rcode.from_text, "a DNS rcode (NOERROR, NXDOMAIN, ...)"))
+]
 
 
 def _dns_name(value: str) -> str:
@@ -100,8 +101,8 @@ class DnsQuery(StrictModel):
     """The question: name, type and class."""
 
     name: Annotated[str, AfterValidator(_dns_name)]
-    type: Annotated[str, AfterValidator(_rdatatype)] = "A"
-    rdclass: Annotated[str, AfterValidator(_rdataclass), Field(alias="class")] = "IN"
+    type: RecordType = "A"
+    rdclass: Annotated[RecordClass, Field(alias="class")] = "IN"
 
 
 class Edns(StrictModel):
@@ -114,9 +115,7 @@ class Edns(StrictModel):
 class DnsExpect(StrictModel):
     """What a good answer looks like; any answer is checked against all that are given."""
 
-    rcodes: list[Annotated[str, AfterValidator(_rcode)]] = Field(
-        default_factory=lambda: ["NOERROR"], min_length=1
-    )
+    rcodes: list[Rcode] = Field(default_factory=lambda: ["NOERROR"], min_length=1)
     min_answers: Annotated[int, Field(ge=0)] = 0
     answer_regex: Regex | None = None
     txt_prefix: str | None = None
