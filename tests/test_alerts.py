@@ -1,23 +1,29 @@
 """The alert rules: promtool accepts and tests them, and every alert is complete and covered.
 
 Complete: a `severity` that routes (critical pages, warning tickets), a summary, a templated
-description and a runbook link whose heading exists in alerts/runbooks.md. Covered: promtool
-tests in alerts/tests/ where it fires with its labels and annotations, and a test group (a brief
-blip) where it never fires.
+description and a runbook link to a section with the `check` command and a capture filter.
+Covered: promtool tests in alerts/tests/ where it fires with its labels and annotations, and a
+"Blip: ..." test group where it never fires. Meta-tests prove those cases can fail: with the
+hold-down (`for:` and the success window) removed every blip group fails, and with the
+vendor-outage hold-back removed every held-back alert fires.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
+import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from exporter.results import FailureReason
 
 ALERTS = Path(__file__).parent.parent / "alerts"
 RULES = ALERTS / "egress.rules.yml"
@@ -29,16 +35,31 @@ SEVERITIES = {"critical", "warning"}
 # an absent() alert has no labels at all to template.
 FLEET_WIDE = {"EgressExporterAbsent", "EgressVendorOrUpstreamOutage"}
 NO_LABELS = {"EgressExporterAbsent"}
+# A promtool test group whose name starts with this is a brief-blip case: it evaluates one alert,
+# inside the blip and after it, and expects nothing. Other groups may expect nothing of an alert
+# for other reasons (held back for the vendor alert, covered by another alert): they do not count.
+BLIP = "Blip: "
+# The window the protection alerts keep a lost run out with, besides `for:`: a probe "fails" when
+# its 5-minute success average is below 0.5. EgressDnsIntercepted, EgressLocalEgressFailure and
+# EgressVendorOrUpstreamOutage read it (probe:egress_probe_success:avg5m), so their blips stay
+# quiet because of the window as much as because of `for:`; removing the hold-down removes both.
+SUCCESS_WINDOW = re.compile(r"avg_over_time\((egress_probe_success)\[\d+[smhd]\]\)")
+WINDOWED = {"EgressDnsIntercepted", "EgressLocalEgressFailure", "EgressVendorOrUpstreamOutage"}
+# The clause that holds a per-vantage alert back while every vantage point (two or more) is in
+# the same state: `unless on (...) (<count in state> == <count of all>) > 1`.
+HOLD_BACK = re.compile(r"\s*unless on \([^()]*\)\s*\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)\s*> 1")
+VENDOR_ALERT = "EgressVendorOrUpstreamOutage"
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    """Every alerting rule in the rules file."""
+def all_rules() -> list[dict[str, Any]]:
+    """Every recording and alerting rule in the rules file."""
     document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return [rule for group in document["groups"] for rule in group["rules"] if "alert" in rule]
+    return [rule for group in document["groups"] for rule in group["rules"]]
 
 
-ALERT_RULES = alert_rules()
+ALERT_RULES = [rule for rule in all_rules() if "alert" in rule]
 ALERT_NAMES = [rule["alert"] for rule in ALERT_RULES]
+HELD_BACK = [rule["alert"] for rule in ALERT_RULES if HOLD_BACK.search(rule["expr"])]
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -105,6 +126,25 @@ def _runbook_sections() -> dict[str, str]:
     return {part.split("\n", 1)[0].strip(): part for part in parts[1:]}
 
 
+CHECK_COMMAND = "egress-exporter check --config.file=/etc/egress-exporter/config.yml"
+# A Wireshark display filter in backticks, e.g. `ip.addr == 208.67.222.222`.
+CAPTURE_FILTER = re.compile(
+    r"`[^`]*\b(?:ip|ipv6|tcp|udp|tls|dns|http)\.[a-z_.]+ (?:==|>|contains) [^`]+`"
+)
+# Alerts about the exporter itself, where no egress path is involved:
+# - `check` runs the probes, which tells nothing about a target Prometheus cannot scrape
+#   (Down), a missing scrape job (Absent) or a bad config file (ReloadFailed: `--config.check`);
+# - a packet capture shows nothing about a stopped or missing exporter, an engine that stopped
+#   producing results (Stale) or a config file that does not parse.
+NO_CHECK_COMMAND = {"EgressExporterDown", "EgressExporterAbsent", "EgressConfigReloadFailed"}
+NO_CAPTURE_FILTER = {
+    "EgressExporterDown",
+    "EgressExporterAbsent",
+    "EgressProbeResultsStale",
+    "EgressConfigReloadFailed",
+}
+
+
 @pytest.mark.parametrize("rule", ALERT_RULES, ids=ALERT_NAMES)
 def test_runbook_link_points_at_its_section(rule: dict[str, Any]) -> None:
     url = urllib.parse.urlsplit(rule["annotations"]["runbook_url"])
@@ -112,17 +152,49 @@ def test_runbook_link_points_at_its_section(rule: dict[str, Any]) -> None:
     assert url.fragment == rule["alert"].lower()
     assert url.fragment in _headings()
     section = _runbook_sections()[rule["alert"]]
-    assert "User impact" in section
-    assert "Confirm" in section
-    assert "Fix" in section
+    assert "**User impact**" in section
+    assert "**Confirm**" in section
+    assert "**Fix" in section
+
+
+@pytest.mark.parametrize("name", ALERT_NAMES)
+def test_runbook_confirms_with_check_and_a_capture(name: str) -> None:
+    section = _runbook_sections()[name]
+    assert (CHECK_COMMAND in section) != (name in NO_CHECK_COMMAND)
+    assert (CAPTURE_FILTER.search(section) is not None) != (name in NO_CAPTURE_FILTER)
+
+
+def test_runbook_has_a_fix_for_every_failure_reason() -> None:
+    table = _runbook_sections()["Fix per failure reason"]
+    rows = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(reason.value for reason in FailureReason)
+
+
+def _test_groups() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(test file name, group) for every promtool test group."""
+    for path in TESTS:
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            yield path.name, group
 
 
 def _alert_tests() -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
     """(test file:group name, alertname, expected alerts) for every promtool alert evaluation."""
-    for path in TESTS:
-        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
-            for case in group.get("alert_rule_test", []):
-                yield f"{path.name}:{group['name']}", case["alertname"], case["exp_alerts"]
+    for file, group in _test_groups():
+        for case in group.get("alert_rule_test", []):
+            yield f"{file}:{group['name']}", case["alertname"], case["exp_alerts"]
+
+
+def _blip_groups() -> dict[str, tuple[str, dict[str, Any]]]:
+    """(alertname, group) per "file:group name" of every blip group."""
+    blips = {}
+    for file, group in _test_groups():
+        if group["name"].startswith(BLIP):
+            alertname = group["alert_rule_test"][0]["alertname"]
+            blips[f"{file}:{group['name']}"] = (alertname, group)
+    return blips
+
+
+BLIP_GROUPS = _blip_groups()
 
 
 @pytest.mark.parametrize("name", ALERT_NAMES)
@@ -137,12 +209,119 @@ def test_alert_has_a_firing_case_and_a_blip_case(name: str) -> None:
     for alert in firing:
         assert alert["exp_labels"]["severity"] in SEVERITIES
         assert set(alert["exp_annotations"]) == {"summary", "description", "runbook_url"}
-    evaluations: dict[str, list[bool]] = {}
-    for group, alertname, expected in _alert_tests():
-        if alertname == name:
-            evaluations.setdefault(group, []).append(bool(expected))
-    quiet_groups = [group for group, fired in evaluations.items() if not any(fired)]
-    assert quiet_groups, f"no promtool group where {name} stays quiet (a brief blip)"
+    blips = [key for key, (alertname, _) in BLIP_GROUPS.items() if alertname == name]
+    assert blips, f"no promtool group named {BLIP!r}... where {name} stays quiet in a brief blip"
+
+
+@pytest.mark.parametrize("key", BLIP_GROUPS)
+def test_blip_group_checks_one_quiet_alert_inside_and_after(key: str) -> None:
+    """One alert, never expected to fire, evaluated at two times at least: in and after it."""
+    alertname, group = BLIP_GROUPS[key]
+    cases = group["alert_rule_test"]
+    assert {case["alertname"] for case in cases} == {alertname}
+    assert all(case["exp_alerts"] == [] for case in cases)
+    assert len({case["eval_time"] for case in cases}) >= 2
+
+
+# promtool's report of one failed evaluation: "name: <group>,\n alertname: <alert>, time: ...".
+FAILED_EVALUATION = re.compile(r"^\s+name: (.*),\n\s+alertname: (\w+), time: ", re.MULTILINE)
+
+
+@functools.cache
+def _failures_with(rewrite: Callable[[dict[str, Any]], None]) -> frozenset[str]:
+    """Every evaluation promtool fails with rewritten rules, as "file:group name:alertname".
+
+    The rules are copied with `rewrite` applied to each rule, and the test files are copied to
+    point at that copy; promtool runs once per file, as it reports failures without the file.
+    Cached: each rewrite runs once per session, for all the cases that look at its result.
+    """
+    with tempfile.TemporaryDirectory(prefix="egress-rules-") as tmp:
+        return frozenset(_promtool_failures(rewrite, Path(tmp)))
+
+
+def _promtool_failures(rewrite: Callable[[dict[str, Any]], None], workdir: Path) -> set[str]:
+    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            rewrite(rule)
+    rules = workdir / RULES.name
+    rules.write_text(yaml.safe_dump(document), encoding="utf-8")
+    failures = set()
+    for path in TESTS:
+        test = yaml.safe_load(path.read_text(encoding="utf-8"))
+        test["rule_files"] = [str(rules)]
+        copy = workdir / path.name
+        copy.write_text(yaml.safe_dump(test), encoding="utf-8")
+        result = promtool("test", "rules", str(copy))
+        assert "error" not in result.stderr.lower(), result.stderr
+        found = FAILED_EVALUATION.findall(result.stdout + result.stderr)
+        failures |= {f"{path.name}:{group}:{alertname}" for group, alertname in found}
+    return failures
+
+
+def _without_hold_down(rule: dict[str, Any]) -> None:
+    """Fire on the last sample: every `for:` set to 0s, the success window to its last sample."""
+    if "for" in rule:
+        rule["for"] = "0s"
+    rule["expr"] = SUCCESS_WINDOW.sub(r"\1", rule["expr"])
+
+
+def _without_hold_back(rule: dict[str, Any]) -> None:
+    """Per-vantage alerts that fire even while every vantage point is in the same state."""
+    rule["expr"] = HOLD_BACK.sub("", rule["expr"])
+
+
+@pytest.fixture
+def failures_without_hold_down(has_promtool: None) -> frozenset[str]:
+    return _failures_with(_without_hold_down)
+
+
+@pytest.fixture
+def failures_without_hold_back(has_promtool: None) -> frozenset[str]:
+    return _failures_with(_without_hold_back)
+
+
+def test_the_success_window_note_is_true() -> None:
+    """WINDOWED are the alerts reading the success window, directly or through recording rules."""
+    windowed = {rule["record"] for rule in all_rules() if SUCCESS_WINDOW.search(rule["expr"])}
+    assert windowed == {"probe:egress_probe_success:avg5m"}
+    for rule in all_rules():  # recording rules come before the rules that read them
+        if any(record in rule["expr"] for record in windowed):
+            windowed.add(rule.get("record") or rule["alert"])
+    assert windowed & set(ALERT_NAMES) == WINDOWED
+
+
+@pytest.mark.parametrize("key", BLIP_GROUPS)
+def test_blip_group_fails_without_the_hold_down(
+    key: str, failures_without_hold_down: frozenset[str]
+) -> None:
+    """The blip is evaluated where the alert would fire if it did not wait: the check can fail."""
+    alertname, _ = BLIP_GROUPS[key]
+    assert f"{key}:{alertname}" in failures_without_hold_down
+
+
+def test_the_hold_back_clause_is_found() -> None:
+    """Every per-vantage protection alert has it, so the mutation below removes something."""
+    assert set(HELD_BACK) == {
+        "EgressDnsProtectionLost",
+        "EgressDnsUnencrypted",
+        "EgressDnsIntercepted",
+        "EgressWebProtectionFailOpen",
+        "EgressSecurityCloudUnreachable",
+        "EgressSecurityCloudDegraded",
+    }
+
+
+@pytest.mark.parametrize("name", HELD_BACK)
+def test_held_back_alert_fires_without_the_clause_where_the_vendor_alert_fires(
+    name: str, failures_without_hold_back: frozenset[str]
+) -> None:
+    vendor_groups = {
+        group
+        for group, alertname, expected in _alert_tests()
+        if alertname == VENDOR_ALERT and expected
+    }
+    assert any(f"{group}:{name}" in failures_without_hold_back for group in vendor_groups)
 
 
 def test_every_tested_alert_exists() -> None:
