@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from exporter.config import ConfigError, load_config
 from lab import Lab
 from lab.security_cloud import (
     AUTH_PROXY_PORT,
@@ -263,10 +264,12 @@ def test_proxy_auth_with_password_from_the_environment(
     monkeypatch.setenv("EGRESS_LAB_PROXY_PASSWORD", password_file(lab).read_text().strip())
     auth = {"username": PROXY_USER, "password": {"env": "EGRESS_LAB_PROXY_PASSWORD"}}
     assert _check(lab, ca_file, proxy=_proxy(AUTH_PROXY_PORT, **auth))["success"]
+    # A variable that is not set is caught when the config loads, naming the key.
+    monkeypatch.delenv("EGRESS_LAB_UNSET_PASSWORD", raising=False)
     wrong = {"username": PROXY_USER, "password": {"env": "EGRESS_LAB_UNSET_PASSWORD"}}
-    result = _check(lab, ca_file, proxy=_proxy(AUTH_PROXY_PORT, **wrong))
-    assert result["reason"] == "internal_error"
-    assert "EGRESS_LAB_UNSET_PASSWORD is not set" in result["detail"]
+    probe = {"name": "hc", "kind": "http", "url": HEALTHCHECK, "proxy": _proxy(**wrong)}
+    with pytest.raises(ConfigError, match=r"probes\[0\]\.proxy\.password: environment variable"):
+        load_config(lab.write_config({"probes": [probe]}))
 
 
 def test_proxy_denying_connect_is_proxy_denied(lab: Lab, servers: None, ca_file: Path) -> None:
