@@ -301,17 +301,19 @@ def organize(rename: dict[str, str], exclude: Sequence[str] = ("Time",)) -> Data
     )
 
 
-def layout(panels: Sequence[tuple[Any, int, int]]) -> list[Any]:
-    """Number and place (panel, width, height) left to right, wrapping at 24 columns."""
-    placed, x, y, row_height = [], 0, 0, 0
+def with_layout(
+    built: dashboard.Dashboard, panels: Sequence[tuple[Any, int, int]]
+) -> dashboard.Dashboard:
+    """Number, place (panel, width, height) left to right wrapping at 24 columns, and add."""
+    x, y, row_height = 0, 0, 0
     for number, (panel, width, height) in enumerate(panels, start=1):
         if x + width > 24:
             x, y, row_height = 0, y + row_height, 0
         # Fixed ids keep panel links (viewPanel=N) stable; every panel reads ${datasource}.
         panel.id(number).datasource(DATASOURCE).grid_pos(GridPos(h=height, w=width, x=x, y=y))
         x, row_height = x + width, max(row_height, height)
-        placed.append(panel)
-    return placed
+        built = built.with_panel(panel)
+    return built
 
 
 def base(
@@ -465,9 +467,7 @@ def overview() -> dashboard.Dashboard:
         "Whether the endpoint-security agents at every vantage point can reach their vendor "
         "clouds: DNS and web protection states, Security Cloud reachability, failing probes.",
     )
-    for panel in layout(panels):
-        built = built.with_panel(panel)
-    return built
+    return with_layout(built, panels)
 
 
 def probe_detail() -> dashboard.Dashboard:
@@ -565,7 +565,8 @@ def probe_detail() -> dashboard.Dashboard:
         "One probe at one vantage point: success ratio, latency, phases, failure reasons.",
         single=("vantage", "probe"),
     )
-    for panel in layout(
+    return with_layout(
+        built,
         [
             (last, 6, 5),
             (last_success, 6, 5),
@@ -574,10 +575,8 @@ def probe_detail() -> dashboard.Dashboard:
             (latency, 12, 8),
             (phases, 12, 8),
             (reasons, 12, 8),
-        ]
-    ):
-        built = built.with_panel(panel)
-    return built
+        ],
+    )
 
 
 def exporter_health() -> dashboard.Dashboard:
@@ -672,7 +671,8 @@ def exporter_health() -> dashboard.Dashboard:
         "Egress exporter health",
         "Whether the exporters are scraped, configured and keeping time.",
     )
-    for panel in layout(
+    return with_layout(
+        built,
         [
             (up, 6, 5),
             (reload_ok, 6, 5),
@@ -682,10 +682,8 @@ def exporter_health() -> dashboard.Dashboard:
             (runs, 12, 8),
             (lag, 12, 8),
             (build, 12, 8),
-        ]
-    ):
-        built = built.with_panel(panel)
-    return built
+        ],
+    )
 
 
 DASHBOARDS = {
