@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import contextlib
 
+from listening import serve_all
+
 BODY = b"Microsoft Connect Test"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -29,11 +31,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def _serve(listen: list[str]) -> None:
-    servers = []
-    for item in listen:
-        host, _, port = item.rpartition(":")
-        servers.append(await asyncio.start_server(_handle, host.strip("[]"), int(port)))
-    await asyncio.gather(*(s.serve_forever() for s in servers))
+    await serve_all(listen, _handle)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ import contextlib
 import ssl
 import sys
 
+from listening import serve_all
+
 # "Endless" for any client: 64 MiB (a thousand times the probe's cap), or a minute of drip.
 _ENDLESS_CHUNKS, _DRIP_BYTES = 4096, 300
 PORTAL = b"<html><head><title>Guest Wi-Fi</title></head><body>Accept the terms</body></html>"
@@ -41,13 +43,7 @@ async def _serve(listen: list[str], context: ssl.SSLContext | None, delay: float
             await _answer(writer, method, target)
         writer.close()
 
-    servers = []
-    for item in listen:
-        host, _, port = item.rpartition(":")
-        servers.append(
-            await asyncio.start_server(handle, host.strip("[]"), int(port), ssl=context)
-        )
-    await asyncio.gather(*(s.serve_forever() for s in servers))
+    await serve_all(listen, handle, context)
 
 
 def _head(status: str, headers: dict[str, str]) -> bytes:

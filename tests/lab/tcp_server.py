@@ -9,18 +9,14 @@ import argparse
 import asyncio
 import ssl
 
+from listening import serve_all
+
 
 async def _serve(listen: list[str], context: ssl.SSLContext | None) -> None:
     async def handle(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
-    servers = []
-    for item in listen:
-        host, _, port = item.rpartition(":")
-        servers.append(
-            await asyncio.start_server(handle, host.strip("[]"), int(port), ssl=context)
-        )
-    await asyncio.gather(*(s.serve_forever() for s in servers))
+    await serve_all(listen, handle, context)
 
 
 def main() -> None:
