@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from status_runs import new_run
 
 from exporter.collector import EgressCollector, ResultStore
 from exporter.config import Config
@@ -13,8 +12,6 @@ from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import RULES, Hysteresis
 from exporter.status import dns as dns_state
-
-RUNS = itertools.count(1)
 
 OK = None
 T = FailureReason.TIMEOUT
@@ -54,16 +51,7 @@ def _result(name: str, outcome: FailureReason | str | None) -> ProbeResult:
     reason = outcome if isinstance(outcome, FailureReason) else None
     if outcome == NO_ROUTE:
         reason, facts = FailureReason.NETWORK_UNREACHABLE, {"route": "none"}
-    return ProbeResult(
-        probe=name,
-        success=reason is None,
-        reason=reason,
-        duration_seconds=0.01,
-        phases={},
-        detail="ok" if reason is None else f"{reason} detail",
-        finished_at=float(next(RUNS)),  # every result is a new run
-        facts=facts,
-    )
+    return new_run(name, reason, facts=facts)
 
 
 def _results(**outcomes: FailureReason | str | None) -> dict[str, ProbeResult]:

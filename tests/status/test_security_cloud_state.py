@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from status_runs import new_run
 
 from exporter.collector import EgressCollector, ResultStore
 from exporter.config import Config
@@ -14,8 +14,6 @@ from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import Hysteresis
 from exporter.status import security_cloud as rule
-
-RUNS = itertools.count(1)
 
 OK = None
 SLOW = FailureReason.SLOW
@@ -44,15 +42,7 @@ CONFIG = Config(source="test", probes=(*DIRECT, *PROXIED, OTHER))
 
 
 def _result(name: str, reason: FailureReason | None) -> ProbeResult:
-    return ProbeResult(
-        probe=name,
-        success=reason is None,
-        reason=reason,
-        duration_seconds=0.01,
-        phases={},
-        detail="ok" if reason is None else f"{reason} detail",
-        finished_at=float(next(RUNS)),  # every result is a new run
-    )
+    return new_run(name, reason)
 
 
 def _states(direct: tuple, proxied: tuple = (OK, OK, OK)) -> dict[str, str]:

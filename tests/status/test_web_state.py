@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
+from status_runs import new_run
 
 from exporter.collector import EgressCollector, ResultStore
 from exporter.config import Config
 from exporter.probes.tcp import TcpProbe
 from exporter.results import EndpointResult, FailureReason, ProbeResult
 from exporter.status import RULES, Hysteresis, Verdict, web
-
-RUNS = itertools.count(1)
 
 SA = ("146.112.61.106", "146.112.61.107")
 
@@ -42,17 +40,9 @@ def _result(
 ) -> ProbeResult:
     endpoints = tuple(_endpoint(a, r) for a, r in zip(SA, reasons, strict=False))
     failed = [e.reason for e in endpoints if e.reason] or ([resolve] if resolve else [])
-    return ProbeResult(
-        probe=probe.name,
-        success=not failed,
-        reason=failed[0] if failed else None,
-        duration_seconds=0.1,
-        phases={},
-        detail="resolving swg.example: Domain name not found" if resolve else "details",
-        finished_at=float(next(RUNS)),  # every result is a new run
-        facts=facts or {},
-        endpoints=endpoints,
-    )
+    detail = "resolving swg.example: Domain name not found" if resolve else "details"
+    reason = failed[0] if failed else None
+    return new_run(probe.name, reason, detail=detail, facts=facts or {}, endpoints=endpoints)
 
 
 def _states(*results: ProbeResult) -> dict[str, Verdict]:
