@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter.app import Runtime, make_app
 from exporter.collector import EgressCollector, ResultStore
 from exporter.config import Config, ConfigError, load
-from exporter.results import FIX_HINTS, ProbeResult, curl_code
+from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.scheduler import Engine, run_all_once
 from exporter.status import Verdict, evaluate
 
@@ -237,7 +237,7 @@ def _check_json(
                 "phases": {k: round(v, 6) for k, v in result.phases.items()},
                 "facts": dict(result.facts),
                 "detail": result.detail,
-                "hint": None if result.reason is None else FIX_HINTS[result.reason],
+                "hint": fix_hint(result.reason),
                 "endpoints": [
                     {
                         "address": e.address,
@@ -279,7 +279,7 @@ def _check_table(
                 "ok" if result.success else "FAIL",
                 reason,
                 f"{result.duration_seconds * 1000:.1f} ms",
-                "" if result.reason is None else FIX_HINTS[result.reason],
+                fix_hint(result.reason) or "",
             )
         )
         for endpoint in result.endpoints if len(result.endpoints) > 1 else ():

@@ -47,64 +47,107 @@ class FailureReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-FIX_HINTS: Mapping[FailureReason, str] = {
-    FailureReason.TIMEOUT: "No answer: a firewall drops this traffic; allow it to the "
-    "destination.",
-    FailureReason.CONNECTION_REFUSED: "Actively rejected (RST or ICMP port unreachable): "
-    "a firewall reject rule, or nothing listens there.",
-    FailureReason.CONNECTION_RESET: "Reset after the handshake: an L7 policy (app-ID, IPS) kills "
-    "the session; exempt the destination.",
-    FailureReason.NETWORK_UNREACHABLE: "No route or ICMP unreachable: fix routing/egress for this "
-    "address family, or disable the family on endpoints.",
-    FailureReason.DNS_NXDOMAIN: "Name does not exist here: internal resolver, split horizon or "
-    "RPZ hides it.",
-    FailureReason.DNS_SERVFAIL: "Resolver cannot reach upstream or DNSSEC validation fails.",
-    FailureReason.DNS_REFUSED: "Resolver ACL refuses recursion for this subnet.",
-    FailureReason.DNS_BAD_RESPONSE: "Malformed or truncated DNS answer: middlebox mangling or "
-    "fragment/MTU issue; allow TCP 53.",
-    FailureReason.DNS_INTERCEPTED: "Answer did not come from the vendor: a DNS proxy or DNAT "
-    "redirects ports 53/443; exempt the vendor resolvers from DNS redirection.",
-    FailureReason.PROXY_RESOLVE_FAILED: "Proxy name does not resolve: fix the proxy FQDN in DNS "
-    "or in the agent's proxy setting.",
-    FailureReason.PROXY_CONNECT_FAILED: "Proxy unreachable: proxy down or client-to-proxy port "
-    "blocked.",
-    FailureReason.PROXY_AUTH_REQUIRED: "Proxy wants authentication (407): agents run as SYSTEM; "
-    "exempt vendor domains from proxy auth.",
-    FailureReason.PROXY_DENIED: "Proxy refused CONNECT: allow CONNECT to the vendor host:443 in "
-    "the proxy ACL or category filter.",
-    FailureReason.TLS_HANDSHAKE_FAILED: "TLS handshake broken: TLS inspection or cipher policy; "
-    "bypass the vendor host.",
-    FailureReason.TLS_CERT_INVALID: "Certificate not trusted or unexpected issuer: TLS inspection "
-    "re-signs vendor traffic; bypass decryption for the host.",
-    FailureReason.HTTP_STATUS: "Unexpected HTTP status: 5xx check the vendor status page; 4xx a "
-    "proxy or WAF on the path.",
-    FailureReason.BODY_MISMATCH: "Unexpected body: a captive portal or block page answers; "
-    "allowlist the host.",
-    FailureReason.SLOW: "Works, but slower than the agent's budget: WAN saturation, proxy or "
-    "TLS-inspection latency.",
-    FailureReason.RESOLVE_FAILED: "Name resolution failed: check the resolver this vantage point "
-    "uses.",
-    FailureReason.INTERNAL_ERROR: "Exporter fault, not a network problem: see the exporter log.",
-}
+@dataclass(frozen=True)
+class ReasonRecord:
+    """What a reason tells the operator.
 
-# The curl error code a libcurl-based agent (WithSecure's fsscorplug.log) logs for the same
-# failure.
-CURL_CODES: Mapping[FailureReason, int] = {
-    FailureReason.PROXY_RESOLVE_FAILED: 5,
-    FailureReason.RESOLVE_FAILED: 6,
-    FailureReason.DNS_NXDOMAIN: 6,
-    FailureReason.DNS_SERVFAIL: 6,
-    FailureReason.DNS_REFUSED: 6,
-    FailureReason.CONNECTION_REFUSED: 7,
-    FailureReason.NETWORK_UNREACHABLE: 7,
-    FailureReason.PROXY_CONNECT_FAILED: 7,
-    FailureReason.TIMEOUT: 28,
-    FailureReason.SLOW: 28,
-    FailureReason.TLS_HANDSHAKE_FAILED: 35,
-    FailureReason.CONNECTION_RESET: 56,
-    FailureReason.PROXY_AUTH_REQUIRED: 56,
-    FailureReason.PROXY_DENIED: 56,
-    FailureReason.TLS_CERT_INVALID: 60,
+    ``hint`` is the one-line fix; ``curl_code`` the error code a libcurl-based agent
+    (WithSecure's ``fsscorplug.log``) logs for the same failure, or None where curl has no
+    such failure (curl's ``libcurl-errors(3)``).
+    """
+
+    hint: str
+    curl_code: int | None = None
+
+
+# One record per reason (tests/test_alerts.py checks that every reason has one and a
+# runbook row).
+REASONS: Mapping[FailureReason, ReasonRecord] = {
+    FailureReason.TIMEOUT: ReasonRecord(
+        "No answer: a firewall drops this traffic; allow it to the destination.",
+        curl_code=28,
+    ),
+    FailureReason.CONNECTION_REFUSED: ReasonRecord(
+        "Actively rejected (RST or ICMP port unreachable): "
+        "a firewall reject rule, or nothing listens there.",
+        curl_code=7,
+    ),
+    FailureReason.CONNECTION_RESET: ReasonRecord(
+        "Reset after the handshake: an L7 policy (app-ID, IPS) kills "
+        "the session; exempt the destination.",
+        curl_code=56,
+    ),
+    FailureReason.NETWORK_UNREACHABLE: ReasonRecord(
+        "No route or ICMP unreachable: fix routing/egress for this "
+        "address family, or disable the family on endpoints.",
+        curl_code=7,
+    ),
+    FailureReason.DNS_NXDOMAIN: ReasonRecord(
+        "Name does not exist here: internal resolver, split horizon or RPZ hides it.",
+        curl_code=6,
+    ),
+    FailureReason.DNS_SERVFAIL: ReasonRecord(
+        "Resolver cannot reach upstream or DNSSEC validation fails.",
+        curl_code=6,
+    ),
+    FailureReason.DNS_REFUSED: ReasonRecord(
+        "Resolver ACL refuses recursion for this subnet.",
+        curl_code=6,
+    ),
+    FailureReason.DNS_BAD_RESPONSE: ReasonRecord(
+        "Malformed or truncated DNS answer: middlebox mangling or "
+        "fragment/MTU issue; allow TCP 53.",
+    ),
+    FailureReason.DNS_INTERCEPTED: ReasonRecord(
+        "Answer did not come from the vendor: a DNS proxy or DNAT "
+        "redirects ports 53/443; exempt the vendor resolvers from DNS redirection.",
+    ),
+    FailureReason.PROXY_RESOLVE_FAILED: ReasonRecord(
+        "Proxy name does not resolve: fix the proxy FQDN in DNS or in the agent's proxy setting.",
+        curl_code=5,
+    ),
+    FailureReason.PROXY_CONNECT_FAILED: ReasonRecord(
+        "Proxy unreachable: proxy down or client-to-proxy port blocked.",
+        curl_code=7,
+    ),
+    FailureReason.PROXY_AUTH_REQUIRED: ReasonRecord(
+        "Proxy wants authentication (407): agents run as SYSTEM; "
+        "exempt vendor domains from proxy auth.",
+        curl_code=56,
+    ),
+    FailureReason.PROXY_DENIED: ReasonRecord(
+        "Proxy refused CONNECT: allow CONNECT to the vendor host:443 in "
+        "the proxy ACL or category filter.",
+        curl_code=56,
+    ),
+    FailureReason.TLS_HANDSHAKE_FAILED: ReasonRecord(
+        "TLS handshake broken: TLS inspection or cipher policy; bypass the vendor host.",
+        curl_code=35,
+    ),
+    FailureReason.TLS_CERT_INVALID: ReasonRecord(
+        "Certificate not trusted or unexpected issuer: TLS inspection "
+        "re-signs vendor traffic; bypass decryption for the host.",
+        curl_code=60,
+    ),
+    FailureReason.HTTP_STATUS: ReasonRecord(
+        "Unexpected HTTP status: 5xx check the vendor status page; 4xx a "
+        "proxy or WAF on the path.",
+    ),
+    FailureReason.BODY_MISMATCH: ReasonRecord(
+        "Unexpected body: a captive portal or block page answers; allowlist the host.",
+    ),
+    FailureReason.SLOW: ReasonRecord(
+        "Works, but slower than the agent's budget: WAN saturation, proxy or "
+        "TLS-inspection latency.",
+        curl_code=28,
+    ),
+    FailureReason.RESOLVE_FAILED: ReasonRecord(
+        "Name resolution failed: check the resolver this vantage point uses.",
+        curl_code=6,
+    ),
+    FailureReason.INTERNAL_ERROR: ReasonRecord(
+        "Exporter fault, not a network problem: see the exporter log.",
+    ),
 }
 
 
@@ -113,7 +156,12 @@ Facts = dict[str, float | str]
 
 def curl_code(reason: FailureReason | None) -> int | None:
     """The curl error code an agent would log for ``reason`` (None when there is none)."""
-    return None if reason is None else CURL_CODES.get(reason)
+    return None if reason is None else REASONS[reason].curl_code
+
+
+def fix_hint(reason: FailureReason | None) -> str | None:
+    """The one-line fix hint for ``reason`` (None for a success)."""
+    return None if reason is None else REASONS[reason].hint
 
 
 class ProbeError(Exception):

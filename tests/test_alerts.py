@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.results import FailureReason
+from exporter.results import REASONS, FailureReason
 
 ALERTS = Path(__file__).parent.parent / "alerts"
 RULES = ALERTS / "egress.rules.yml"
@@ -168,6 +168,13 @@ def test_runbook_has_a_fix_for_every_failure_reason() -> None:
     table = _runbook_sections()["Fix per failure reason"]
     rows = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
     assert sorted(rows) == sorted(reason.value for reason in FailureReason)
+
+
+def test_every_failure_reason_has_one_record_with_a_hint() -> None:
+    assert set(REASONS) == set(FailureReason)
+    for reason, record in REASONS.items():
+        assert record.hint.strip(), reason
+        assert record.curl_code is None or 1 <= record.curl_code <= 99, reason
 
 
 def _test_groups() -> Iterator[tuple[str, dict[str, Any]]]:
