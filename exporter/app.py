@@ -8,31 +8,59 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
-from exporter.collector import ResultStore
+from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, ConfigError, load
+from exporter.looplag import LoopLag
 from exporter.scheduler import Engine
+from exporter.status import StateTracker
 
 log = logging.getLogger(__name__)
+# The text format's media type (Prometheus' exposition formats, 0.0.4).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
 class Runtime:
-    """The running exporter: where its config comes from, its store and its engine."""
+    """The running exporter: its config's source, the results, and the tasks that fill them.
+
+    Three jobs, three owners: the :class:`Engine` schedules probe runs into the store, the
+    :class:`StateTracker` derives the protection states from the store, :class:`LoopLag`
+    measures how late the event loop runs.
+    """
 
     config_file: str | None
     store: ResultStore
     engine: Engine
+    states: StateTracker
+    lag: LoopLag
     config: Config | None = None
+
+    @classmethod
+    def create(cls, config_file: str | None, max_concurrency: int = 64) -> Runtime:
+        """A runtime whose parts are wired to one store; nothing runs until :meth:`apply`."""
+        lag = LoopLag()
+        store = ResultStore(loop_lag=lag.take)
+        engine = Engine(store.record, max_concurrency)
+        states = StateTracker(store.latest, store.publish)
+        return cls(config_file, store, engine, states, lag)
 
     def apply(self, config: Config) -> None:
         """Run ``config`` from now on."""
+        if self.config is None:
+            self.lag.start()
         self.config = config
-        self.engine.apply(config)
+        self.store.configure(config)
+        self.engine.apply(config.probes)
+        self.states.apply(config.probes, config.states.consecutive)
         log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+
+    async def stop(self) -> None:
+        """Stop probing, deriving and measuring."""
+        self.lag.stop()
+        await self.states.stop()
+        await self.engine.stop()
 
     def reload(self) -> str | None:
         """Apply the config afresh; on error keep the running one and return the error."""
@@ -47,20 +75,32 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+EXPOSITION = web.AppKey("exposition", Exposition)
 
 
 def make_app(
-    runtime: Runtime, registry: CollectorRegistry, telemetry_path: str = "/metrics"
+    runtime: Runtime, exposition: Exposition, telemetry_path: str = "/metrics"
 ) -> web.Application:
-    """Build the application around a runtime and a metrics registry."""
+    """Build the application around a runtime and the exposition of its store."""
     app = web.Application()
     app[RUNTIME] = runtime
+    app[EXPOSITION] = exposition
     app.router.add_get("/", _landing_page(telemetry_path))
-    app.router.add_get(telemetry_path, make_aiohttp_handler(registry))
+    app.router.add_get(telemetry_path, _metrics)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_post("/-/reload", _reload)
     return app
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """The exposition, gzip-compressed when the scraper accepts it (Prometheus does)."""
+    exposition = request.app[EXPOSITION]
+    headers = {"Content-Type": CONTENT_TYPE}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=await exposition.render_gzip(), headers=headers)
+    return web.Response(body=exposition.render(), headers=headers)
 
 
 async def _healthy(_: web.Request) -> web.Response:

@@ -13,14 +13,20 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from exporter import __version__
 from exporter.app import Runtime, make_app
-from exporter.collector import EgressCollector, ResultStore
+from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
 from exporter.results import ProbeResult, curl_code, fix_hint
-from exporter.scheduler import Engine, run_all_once
+from exporter.runner import run_all_once
 from exporter.status import Verdict, evaluate
 
 log = logging.getLogger("exporter")
@@ -179,16 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(args: argparse.Namespace, config: Config) -> None:
     log.info("Starting egress-exporter version=%s", __version__)
-    store = ResultStore()
-    runtime = Runtime(args.config_file, store, Engine(store, args.max_concurrency))
+    runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EgressCollector(store))
     if not args.no_exporter_metrics:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=registry)
+    exposition = Exposition(runtime.store, extra=lambda: generate_latest(registry))
     runner = web.AppRunner(
-        make_app(runtime, registry, args.telemetry_path),
+        make_app(runtime, exposition, args.telemetry_path),
         access_log=None,
         shutdown_timeout=_SHUTDOWN_SECONDS,
     )
@@ -203,13 +208,13 @@ async def _serve(args: argparse.Namespace, config: Config) -> None:
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("Shutting down")
-    await runtime.engine.stop()
+    await runtime.stop()
     await runner.cleanup()
 
 
 async def _check(config: Config, output: str, max_concurrency: int, out: TextIO) -> int:
-    results = await run_all_once(config, max_concurrency)
-    verdicts = evaluate(config, {r.probe: r for r in results})
+    results = await run_all_once(config.probes, max_concurrency)
+    verdicts = evaluate(config.probes, {r.probe: r for r in results})
     if output == "json":
         json.dump(_check_json(config, results, verdicts), out, indent=2)
         out.write("\n")

@@ -1,47 +1,55 @@
-"""The metric contract: the only module that knows metric names.
+"""The metric contract: the only module that knows metric names, and how they are rendered.
 
 ``dashboards/`` and ``alerts/`` depend on these names; change one here and change both in the
-same commit. Results are kept in a :class:`ResultStore` and rendered afresh at every scrape by
-:class:`EgressCollector`. Probing is continuous (smokeping_prober's model): counters and the
-latency histogram advance between scrapes; last-run gauges are extras.
+same commit. Probing is continuous (smokeping_prober's model): a :class:`ResultStore` keeps each
+probe's latest result and counters, and every scrape reads them.
 
-Metrics (labels ``probe, kind, target, group, transport, family`` = PROBE_LABELS):
+Per-probe series carry one label, ``probe`` (the unique name from the config). The descriptive
+labels live once per probe in ``egress_probe_info`` and are joined where a query needs them
+(``* on (probe) group_left (kind, target) egress_probe_info``, the writing-exporters guide's
+info-metric pattern); this keeps a probe's exposition under 2 KB and 20 series:
 
-- ``egress_probe_success`` gauge: 1 if the last run succeeded.
-- ``egress_probe_last_duration_seconds`` gauge: duration of the last run.
-- ``egress_probe_phase_duration_seconds{phase}`` gauge: time spent in each phase of the last run
-  (every phase of the kind is present, 0 when not reached).
+- ``egress_probe_info{probe, kind, target, group, transport, family}`` = 1.
+- ``egress_probe_interval_seconds``: how often the probe runs (staleness is judged against it).
+- ``egress_probe_success``: 1 if the last run succeeded.
+- ``egress_probe_last_duration_seconds``: duration of the last run.
+- ``egress_probe_phase_duration_seconds{phase}``: time spent in each phase of the last run;
+  every phase the probe's configuration goes through is present, 0 when not reached.
 - ``egress_probe_last_run_timestamp_seconds`` / ``egress_probe_last_success_timestamp_seconds``.
-- ``egress_probe_last_failure_timestamp_seconds{reason}``: when the last failed run happened,
+- ``egress_probe_last_failure_timestamp_seconds{reason}``: when the last failed run finished,
   labelled with its reason (one series per probe, for alert text).
-- ``egress_probe_duration_seconds`` histogram: durations of successful runs.
 - ``egress_probes_total`` counter: runs; ``egress_probe_failures_total{reason}`` counter: failed
-  runs by reason (the closed set, every reason present from the start).
-- ``egress_probe_endpoints`` gauge: addresses probed in the last run;
-  ``egress_probe_endpoint_failures{reason}`` gauge: how many of them failed, by reason.
-- ``egress_<kind>_<fact>`` gauges: numeric facts a kind declares (rcode, certificate expiry...).
-- ``egress_<state metric>{<rule labels>, state}``: derived states as state sets (1 = current).
+  runs by reason, a series appearing with the first failure of that reason (the closed reason set
+  bounds them; pre-creating all twenty would cost twenty series per probe).
+- ``egress_probe_endpoints``: addresses tried in the last run;
+  ``egress_probe_endpoint_failures{reason}``: how many of them failed, by reason.
+- ``egress_<kind>_<fact>``: numeric facts a kind declares (rcode, certificate expiry...),
+  present when the last run learnt them.
+- ``egress_<state>_state{<rule label>, state}``: derived states as state sets (1 = current).
 - ``egress_build_info``, ``egress_config_last_reload_successful``,
-  ``egress_config_last_reload_success_timestamp_seconds``, ``egress_event_loop_lag_seconds``,
-  ``egress_probes_configured``.
+  ``egress_config_last_reload_success_timestamp_seconds``, ``egress_event_loop_lag_seconds``
+  (the worst event-loop stall since the previous scrape), ``egress_probes_configured``.
+
+There is no latency histogram: every run is one sample of ``egress_probe_last_duration_seconds``
+(a probe runs about once per scrape), so quantiles come from ``quantile_over_time`` as
+blackbox_exporter's maintainers advise, at a fraction of a histogram's series.
+
+Rendering cost never grows with probes whose results did not change: a probe's lines are
+rendered once when its result arrives and kept; a scrape joins the kept lines (and scrapes that
+come within :data:`REUSE_SECONDS` of the last rendering reuse it, so fifty scrapers cost one),
+and compression runs in a worker thread, off the probing loop.
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
+import gzip
+import math
 import platform
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
 
 from exporter import __version__
 from exporter.config import Config
@@ -50,56 +58,194 @@ from exporter.probes.base import ProbeConfig
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import RULES, Verdict
 
-PROBE_LABELS = ("probe", "kind", "target", "group", "transport", "family")
-# Network latency: from a LAN hop (1 ms) to a probe that nearly timed out (10 s).
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INFO_LABELS = ("probe", "kind", "target", "group", "transport", "family")
+# Scrapes arriving this soon after a rendering get that rendering: fifty scrapers cost one.
+REUSE_SECONDS = 0.5
 
 
-def probe_labels(config: ProbeConfig) -> list[str]:
-    """Label values of a probe, in PROBE_LABELS order; all come from config."""
-    return [config.name, config.kind, config.target, config.group, config.transport, config.family]
+@dataclass(frozen=True)
+class Family:
+    """A metric family: name, type and help, rendered as the exposition's header lines."""
+
+    name: str
+    type: str
+    help: str
+
+    @property
+    def header(self) -> str:
+        """The ``# HELP`` and ``# TYPE`` lines (text format 0.0.4)."""
+        text = self.help.replace("\\", "\\\\").replace("\n", "\\n")
+        return f"# HELP {self.name} {text}\n# TYPE {self.name} {self.type}\n"
+
+
+INFO = Family(
+    "egress_probe_info",
+    "gauge",
+    "Descriptive labels of each configured probe (value 1); join on probe with group_left.",
+)
+INTERVAL = Family("egress_probe_interval_seconds", "gauge", "How often the probe runs.")
+SUCCESS = Family("egress_probe_success", "gauge", "Whether the last run succeeded (1) or not (0).")
+DURATION = Family(
+    "egress_probe_last_duration_seconds", "gauge", "Duration of the last run, in seconds."
+)
+PHASES = Family(
+    "egress_probe_phase_duration_seconds",
+    "gauge",
+    "Time spent in each phase of the last run (0 when the phase was not reached).",
+)
+LAST_RUN = Family(
+    "egress_probe_last_run_timestamp_seconds", "gauge", "When the last run finished."
+)
+LAST_SUCCESS = Family(
+    "egress_probe_last_success_timestamp_seconds",
+    "gauge",
+    "When the last successful run finished.",
+)
+LAST_FAILURE = Family(
+    "egress_probe_last_failure_timestamp_seconds",
+    "gauge",
+    "When the last failed run finished, labelled with its failure reason.",
+)
+RUNS = Family("egress_probes_total", "counter", "Probe runs since the probe was configured.")
+FAILURES = Family(
+    "egress_probe_failures_total",
+    "counter",
+    "Failed probe runs by failure reason (a reason's series appears with its first failure).",
+)
+ENDPOINTS = Family("egress_probe_endpoints", "gauge", "Addresses tried in the last run.")
+ENDPOINT_FAILURES = Family(
+    "egress_probe_endpoint_failures",
+    "gauge",
+    "Addresses that failed in the last run, by failure reason.",
+)
+# (kind, fact) -> its family: the numeric facts every kind declares.
+FACTS: dict[tuple[str, str], Family] = {
+    (kind.name, fact): Family(f"egress_{kind.name}_{fact}", "gauge", help_text)
+    for kind in KINDS.values()
+    for fact, help_text in kind.facts.items()
+}
+PROBE_FAMILIES: tuple[Family, ...] = (
+    INFO,
+    INTERVAL,
+    SUCCESS,
+    DURATION,
+    PHASES,
+    LAST_RUN,
+    LAST_SUCCESS,
+    LAST_FAILURE,
+    RUNS,
+    FAILURES,
+    ENDPOINTS,
+    ENDPOINT_FAILURES,
+    *FACTS.values(),
+)
+_POSITION = {family.name: index for index, family in enumerate(PROBE_FAMILIES)}
+
+
+def label_value(value: str) -> str:
+    """A label value escaped for the text format (backslash, double quote, line feed)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def number(value: float) -> str:
+    """A sample value as Go's Prometheus clients write it: ``1``, ``0.25``, ``+Inf``, ``NaN``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+def info_labels(config: ProbeConfig) -> dict[str, str]:
+    """The descriptive labels of a probe, as ``egress_probe_info`` carries them."""
+    values = (config.name, config.kind, config.target, config.group)
+    return dict(zip(INFO_LABELS, (*values, config.transport, config.family), strict=True))
 
 
 @dataclass
 class ProbeRecord:
-    """Everything kept about one configured probe."""
+    """Everything kept about one configured probe, and its rendered exposition lines."""
 
     config: ProbeConfig
     last: ProbeResult | None = None
     runs: int = 0
     failures: Counter[FailureReason] = field(default_factory=Counter)
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
-    success_count: int = 0
-    success_sum: float = 0.0
     last_success_at: float | None = None
     last_failure: ProbeResult | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Render the lines a probe has before its first run (info, interval, counter)."""
+        self.render()
 
     def record(self, result: ProbeResult) -> None:
-        """Account one run."""
+        """Account one run and render its lines."""
         self.last = result
         self.runs += 1
         if result.success:
-            self.success_count += 1
-            self.success_sum += result.duration_seconds
-            index = bisect.bisect_left(BUCKETS, result.duration_seconds)
-            if index < len(BUCKETS):
-                self.bucket_counts[index] += 1
             self.last_success_at = result.finished_at
         else:
             self.failures[result.reason or FailureReason.INTERNAL_ERROR] += 1
             self.last_failure = result
+        self.render()
+
+    def render(self) -> None:
+        """Render this probe's lines, one string per family of :data:`PROBE_FAMILIES`."""
+        lines = [""] * len(PROBE_FAMILIES)
+        me = f'probe="{label_value(self.config.name)}"'
+
+        def put(family: Family, value: float, extra: str = "") -> None:
+            labels = f"{me},{extra}" if extra else me
+            lines[_POSITION[family.name]] += f"{family.name}{{{labels}}} {number(value)}\n"
+
+        info = ",".join(f'{k}="{label_value(v)}"' for k, v in info_labels(self.config).items())
+        lines[_POSITION[INFO.name]] = f"{INFO.name}{{{info}}} 1\n"
+        put(INTERVAL, self.config.interval)
+        put(RUNS, self.runs)
+        for reason, count in sorted(self.failures.items()):
+            put(FAILURES, count, f'reason="{reason}"')
+        if self.last_success_at is not None:
+            put(LAST_SUCCESS, self.last_success_at)
+        failure = self.last_failure
+        if failure is not None and failure.reason is not None:
+            put(LAST_FAILURE, failure.finished_at, f'reason="{failure.reason}"')
+        if self.last is not None:
+            self._render_last(self.last, put)
+        self.lines = lines
+
+    def _render_last(self, last: ProbeResult, put: Callable[[Family, float, str], None]) -> None:
+        put(SUCCESS, float(last.success), "")
+        put(DURATION, last.duration_seconds, "")
+        put(LAST_RUN, last.finished_at, "")
+        for phase in self.config.phases:
+            put(PHASES, last.phases.get(phase, 0.0), f'phase="{phase}"')
+        if last.endpoints:
+            put(ENDPOINTS, len(last.endpoints), "")
+            reasons = Counter(e.reason for e in last.endpoints if e.reason is not None)
+            for reason, count in sorted(reasons.items()):
+                put(ENDPOINT_FAILURES, count, f'reason="{reason}"')
+        for fact, value in last.facts.items():
+            family = FACTS.get((self.config.kind, fact))
+            if family is not None and isinstance(value, int | float):
+                put(family, float(value), "")
 
 
 class ResultStore:
-    """Latest results, counters and states of the running config; read at scrape time."""
+    """Latest results, counters and states of the running config; read at scrape time.
 
-    def __init__(self) -> None:
-        """Start empty; :meth:`configure` adds the probes."""
+    ``generation`` changes whenever anything a scrape shows changes.
+    """
+
+    def __init__(self, loop_lag: Callable[[], float] = lambda: 0.0) -> None:
+        """Start empty; :meth:`configure` adds the probes. ``loop_lag`` is read per scrape."""
         self.records: dict[str, ProbeRecord] = {}
         self.states: list[Verdict] = []
         self.reload_successful = True
         self.reload_success_at = 0.0
-        self.loop_lag_seconds = 0.0
+        self.loop_lag = loop_lag
+        self.generation = 0
 
     def configure(self, config: Config) -> None:
         """Follow a (re)loaded config: new probes start empty, removed ones disappear.
@@ -114,170 +260,148 @@ class ResultStore:
         self.records = records
         self.reload_successful = True
         self.reload_success_at = time.time()
+        self.generation += 1
 
     def record(self, result: ProbeResult) -> None:
         """Store a finished run (a run of a probe removed meanwhile is dropped)."""
         record = self.records.get(result.probe)
         if record is not None:
             record.record(result)
+            self.generation += 1
+
+    def publish(self, states: list[Verdict]) -> None:
+        """Replace the derived states."""
+        if states != self.states:
+            self.states = states
+            self.generation += 1
 
     def latest(self) -> dict[str, ProbeResult]:
         """The last result of every probe that has run."""
         return {name: r.last for name, r in self.records.items() if r.last is not None}
 
 
-class EgressCollector:
-    """Renders a :class:`ResultStore` as metric families on every scrape."""
+class Exposition:
+    """Renders a :class:`ResultStore` in the Prometheus text format (0.0.4).
 
-    def __init__(self, store: ResultStore) -> None:
+    The probes' part is kept until something changes, and reused for scrapes within
+    ``reuse_seconds`` of its rendering; the exporter's own metrics, the states and ``extra``
+    (text rendered elsewhere: the process metrics of ``prometheus_client``) are fresh at every
+    scrape. Compressed, the body is two gzip members (RFC 1952 section 2.2 allows several): the
+    small fresh one, and the probes' part compressed once, in a worker thread.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        extra: Callable[[], bytes] = lambda: b"",
+        reuse_seconds: float = REUSE_SECONDS,
+    ) -> None:
         """Render ``store``."""
         self.store = store
+        self._extra = extra
+        self._reuse_seconds = reuse_seconds
+        self._probes = b""
+        self._probes_gzip: asyncio.Future[bytes] | None = None
+        self._generation = -1
+        self._rendered_at = -math.inf
 
-    def collect(self) -> Iterator[Metric]:
-        """Yield every family; called on the event loop by the aiohttp handler."""
-        yield from self._exporter_metrics()
-        records = list(self.store.records.values())
-        yield from self._last_run(records)
-        yield from self._counters(records)
-        yield from self._endpoints(records)
-        yield from self._facts(records)
-        yield from self._states(self.store.states)
+    def render(self) -> bytes:
+        """The whole exposition, uncompressed."""
+        return self._fresh() + self._probe_part()
 
-    def _exporter_metrics(self) -> Iterator[Metric]:
-        info = InfoMetricFamily("egress_build", "Build information of egress-exporter.")
-        info.add_metric([], {"version": __version__, "python": platform.python_version()})
-        yield info
-        yield GaugeMetricFamily(
-            "egress_config_last_reload_successful",
-            "Whether the last configuration load or reload succeeded.",
-            value=float(self.store.reload_successful),
-        )
-        yield GaugeMetricFamily(
-            "egress_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully.",
-            value=self.store.reload_success_at,
-        )
-        yield GaugeMetricFamily(
-            "egress_event_loop_lag_seconds",
-            "How late the event loop woke a timer recently; high values distort probe timings.",
-            value=self.store.loop_lag_seconds,
-        )
-        yield GaugeMetricFamily(
-            "egress_probes_configured",
-            "Number of probes in the running configuration.",
-            value=len(self.store.records),
-        )
+    async def render_gzip(self) -> bytes:
+        """The whole exposition as gzip members; the probes' part is compressed off the loop."""
+        fresh = gzip.compress(self._fresh(), compresslevel=1, mtime=0)
+        probes = self._probe_part()
+        if self._probes_gzip is None:
+            loop = asyncio.get_running_loop()
+            self._probes_gzip = loop.run_in_executor(None, _gzip, probes)
+        return fresh + await asyncio.shield(self._probes_gzip)
 
-    def _last_run(self, records: Sequence[ProbeRecord]) -> Iterator[Metric]:
-        success = _gauge("egress_probe_success", "Whether the last run succeeded (1) or not (0).")
-        duration = _gauge(
-            "egress_probe_last_duration_seconds", "Duration of the last run, in seconds."
-        )
-        phases = _gauge(
-            "egress_probe_phase_duration_seconds",
-            "Time spent in each phase of the last run (0 when the phase was not reached).",
-            ("phase",),
-        )
-        last_run = _gauge("egress_probe_last_run_timestamp_seconds", "When the last run finished.")
-        last_ok = _gauge(
-            "egress_probe_last_success_timestamp_seconds", "When the last successful run finished."
-        )
-        last_failure = _gauge(
-            "egress_probe_last_failure_timestamp_seconds",
-            "When the last failed run finished, labelled with its failure reason.",
-            ("reason",),
-        )
-        for record in records:
-            labels = probe_labels(record.config)
-            if record.last is not None:
-                success.add_metric(labels, float(record.last.success))
-                duration.add_metric(labels, record.last.duration_seconds)
-                last_run.add_metric(labels, record.last.finished_at)
-                for phase in KINDS[record.config.kind].phases:
-                    phases.add_metric([*labels, phase], record.last.phases.get(phase, 0.0))
-            if record.last_success_at is not None:
-                last_ok.add_metric(labels, record.last_success_at)
-            if record.last_failure is not None and record.last_failure.reason is not None:
-                last_failure.add_metric(
-                    [*labels, record.last_failure.reason], record.last_failure.finished_at
-                )
-        yield from (success, duration, phases, last_run, last_ok, last_failure)
+    def _probe_part(self) -> bytes:
+        store, now = self.store, time.monotonic()
+        if store.generation == self._generation or now - self._rendered_at < self._reuse_seconds:
+            return self._probes
+        records = list(store.records.values())
+        parts: list[str] = []
+        for index, family in enumerate(PROBE_FAMILIES):
+            samples = "".join([record.lines[index] for record in records])
+            if samples:
+                parts += (family.header, samples)
+        self._probes = "".join(parts).encode()
+        self._probes_gzip = None
+        self._generation, self._rendered_at = store.generation, now
+        return self._probes
 
-    def _counters(self, records: Sequence[ProbeRecord]) -> Iterator[Metric]:
-        runs = CounterMetricFamily(
-            "egress_probes_total",
-            "Probe runs since the probe was configured.",
-            labels=PROBE_LABELS,
-        )
-        failures = CounterMetricFamily(
-            "egress_probe_failures_total",
-            "Failed probe runs by failure reason.",
-            labels=(*PROBE_LABELS, "reason"),
-        )
-        histogram = HistogramMetricFamily(
-            "egress_probe_duration_seconds",
-            "Duration of successful probe runs, in seconds.",
-            labels=PROBE_LABELS,
-        )
-        for record in records:
-            labels = probe_labels(record.config)
-            runs.add_metric(labels, record.runs)
-            for reason in FailureReason:
-                failures.add_metric([*labels, reason], record.failures[reason])
-            cumulative, buckets = 0, []
-            for bound, count in zip(BUCKETS, record.bucket_counts, strict=True):
-                cumulative += count
-                buckets.append((_bound(bound), cumulative))
-            buckets.append(("+Inf", record.success_count))
-            histogram.add_metric(labels, buckets, record.success_sum)
-        yield from (runs, failures, histogram)
+    def _fresh(self) -> bytes:
+        return (self._exporter_metrics() + _states(self.store.states)).encode() + self._extra()
 
-    def _endpoints(self, records: Sequence[ProbeRecord]) -> Iterator[Metric]:
-        total = _gauge("egress_probe_endpoints", "Addresses probed in the last run.")
-        failed = _gauge(
-            "egress_probe_endpoint_failures",
-            "Addresses that failed in the last run, by failure reason.",
-            ("reason",),
+    def _exporter_metrics(self) -> str:
+        store = self.store
+        build = f'version="{__version__}",python="{platform.python_version()}"'
+        gauges = (
+            (
+                Family("egress_build_info", "gauge", "Build information of egress-exporter."),
+                f"{{{build}}} 1",
+            ),
+            (
+                Family(
+                    "egress_config_last_reload_successful",
+                    "gauge",
+                    "Whether the last configuration load or reload succeeded.",
+                ),
+                f" {number(float(store.reload_successful))}",
+            ),
+            (
+                Family(
+                    "egress_config_last_reload_success_timestamp_seconds",
+                    "gauge",
+                    "When the configuration was last loaded successfully.",
+                ),
+                f" {number(store.reload_success_at)}",
+            ),
+            (
+                Family(
+                    "egress_event_loop_lag_seconds",
+                    "gauge",
+                    "The worst event-loop stall since the previous scrape; high values distort "
+                    "probe timings taken in userland.",
+                ),
+                f" {number(store.loop_lag())}",
+            ),
+            (
+                Family(
+                    "egress_probes_configured",
+                    "gauge",
+                    "Number of probes in the running configuration.",
+                ),
+                f" {len(store.records)}",
+            ),
         )
-        for record in records:
-            if record.last is None or not record.last.endpoints:
-                continue
-            labels = probe_labels(record.config)
-            total.add_metric(labels, len(record.last.endpoints))
-            reasons = Counter(e.reason for e in record.last.endpoints if e.reason is not None)
-            for reason, count in sorted(reasons.items()):
-                failed.add_metric([*labels, reason], count)
-        yield from (total, failed)
-
-    def _facts(self, records: Sequence[ProbeRecord]) -> Iterator[Metric]:
-        for kind in KINDS.values():
-            for fact, help_text in kind.facts.items():
-                family = _gauge(f"egress_{kind.name}_{fact}", help_text)
-                for record in records:
-                    if record.config.kind != kind.name or record.last is None:
-                        continue
-                    value = record.last.facts.get(fact)
-                    if isinstance(value, int | float):
-                        family.add_metric(probe_labels(record.config), float(value))
-                yield family
-
-    def _states(self, verdicts: Sequence[Verdict]) -> Iterator[Metric]:
-        for rule in RULES:
-            mine = [v for v in verdicts if v.metric == rule.metric]
-            names = [name for name, _ in mine[0].labels] if mine else []
-            family = GaugeMetricFamily(
-                f"egress_{rule.metric}", rule.help, labels=[*names, "state"]
-            )
-            for verdict in mine:
-                values = [value for _, value in verdict.labels]
-                for state in rule.states:
-                    family.add_metric([*values, state], float(state == verdict.state))
-            yield family
+        return "".join(f"{family.header}{family.name}{sample}\n" for family, sample in gauges)
 
 
-def _gauge(name: str, help_text: str, extra: Sequence[str] = ()) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, help_text, labels=[*PROBE_LABELS, *extra])
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=1, mtime=0)
 
 
-def _bound(value: float) -> str:
-    return repr(float(value))
+def _states(verdicts: Sequence[Verdict]) -> str:
+    parts: list[str] = []
+    for rule in RULES:
+        family = Family(f"egress_{rule.metric}", "gauge", rule.help)
+        samples = [
+            _state_lines(family.name, verdict, rule.states)
+            for verdict in verdicts
+            if verdict.metric == rule.metric
+        ]
+        if samples:
+            parts += (family.header, *samples)
+    return "".join(parts)
+
+
+def _state_lines(name: str, verdict: Verdict, states: Iterable[str]) -> str:
+    labels = ",".join(f'{k}="{label_value(v)}"' for k, v in verdict.labels)
+    return "".join(
+        f'{name}{{{labels},state="{state}"}} {number(float(state == verdict.state))}\n'
+        for state in states
+    )

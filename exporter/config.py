@@ -25,9 +25,9 @@ from exporter.probes.base import (
     parse_duration,
     timeout_within_interval,
 )
+from exporter.status import role_problem
 
 Location = tuple[str | int, ...]
-BUILTIN_PRESETS = ("umbrella", "withsecure")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -280,6 +280,10 @@ def _preset_files() -> list[Path]:
     return [Path(str(entry)) for entry in directory.iterdir() if entry.name.endswith(".yaml")]
 
 
+# Every preset file shipped in exporter/presets/ runs when there is no config file.
+BUILTIN_PRESETS = tuple(sorted(path.stem for path in _preset_files()))
+
+
 def _validate_probes(
     raw_probes: Sequence[_RawProbe], defaults: Defaults, problems: list[str]
 ) -> list[ProbeConfig]:
@@ -296,6 +300,10 @@ def _validate_probes(
             probe = adapter.validate_python(data)
         except ValidationError as exc:
             problems.extend(raw.problem(loc, msg) for loc, msg in _issues(exc, strip_tag=True))
+            continue
+        role = role_problem(probe)
+        if role is not None:
+            problems.append(raw.problem(("counts_towards",), role))
             continue
         if probe.name in first_seen:
             problems.append(

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import ssl
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -165,47 +164,13 @@ def fix_hint(reason: FailureReason | None) -> str | None:
 
 
 class ProbeError(Exception):
-    """A probe failed for a known reason; ``detail`` is free text for logs and ``check``.
+    """A probe failed for a known reason; ``detail`` is free text for logs and ``check``."""
 
-    ``facts`` and ``endpoints`` keep what was learnt before the failure (an rcode, the
-    addresses that did answer).
-    """
-
-    def __init__(
-        self,
-        reason: FailureReason,
-        detail: str,
-        *,
-        facts: Facts | None = None,
-        endpoints: tuple[EndpointResult, ...] = (),
-    ) -> None:
-        """Carry the reason, a human detail and what was observed before failing."""
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        """Carry the reason and a human detail."""
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-        self.facts: Facts = facts or {}
-        self.endpoints = endpoints
-
-
-class PhaseTimer:
-    """Measures named phases on the monotonic clock; phases cut short by a failure are kept."""
-
-    def __init__(self) -> None:
-        """Start with no phases."""
-        self.durations: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def measure(self, phase: str) -> Iterator[None]:
-        """Time the block as ``phase``, adding to earlier time spent in the same phase."""
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.add(phase, time.monotonic() - start)
-
-    def add(self, phase: str, seconds: float) -> None:
-        """Record ``seconds`` more spent in ``phase`` (from a kernel or socket timestamp)."""
-        self.durations[phase] = self.durations.get(phase, 0.0) + seconds
 
 
 @dataclass(frozen=True)
@@ -220,16 +185,13 @@ class EndpointResult:
 
 
 @dataclass(frozen=True)
-class Observation:
-    """What a successful probe run learnt, beyond its phase timings."""
-
-    facts: Facts = field(default_factory=dict)
-    endpoints: tuple[EndpointResult, ...] = ()
-
-
-@dataclass(frozen=True)
 class ProbeResult:
-    """One run of one probe."""
+    """One run of one probe.
+
+    ``phases`` in seconds; ``facts`` what the run learnt (numbers become ``egress_<kind>_<fact>``
+    gauges, text shows in ``check``); ``endpoints`` one result per address the run tried;
+    ``finished_at`` wall-clock seconds since the epoch.
+    """
 
     probe: str
     success: bool
@@ -240,6 +202,142 @@ class ProbeResult:
     finished_at: float
     facts: Mapping[str, float | str] = field(default_factory=dict)
     endpoints: tuple[EndpointResult, ...] = ()
+
+
+@dataclass
+class _Step:
+    """A phase in progress, and what running out of time inside it means."""
+
+    name: str
+    timeout_reason: FailureReason
+    waiting_for: str
+
+
+class RunRecorder:
+    """What one run has learnt so far: phase timings, facts and per-address results.
+
+    A kind writes into the recorder as it goes, so nothing is lost when the run is cut short:
+    the engine owns the only timeout and, when it fires, reads from the recorder the phase in
+    progress (and the reason a timeout there means, e.g. ``proxy_connect_failed`` while waiting
+    for the proxy) and finishes the addresses still in flight as timeouts. Sub-results of a run
+    that fans out (one per resolved address) are child recorders; the ``primary`` child's phases
+    and facts are also the run's own (the first address of a ``tcp`` probe).
+    """
+
+    def __init__(self, address: str = "", parent: RunRecorder | None = None) -> None:
+        """A run's recorder, or (with ``parent``) the recorder of one of its addresses."""
+        self.address = address
+        self.durations: dict[str, float] = {}
+        self.facts: Facts = {}
+        self.step: _Step | None = None
+        self.outcome: EndpointResult | None = None
+        self._parent = parent
+        self._children: list[RunRecorder] = []
+
+    @contextlib.contextmanager
+    def phase(
+        self,
+        name: str,
+        *,
+        timeout_reason: FailureReason = FailureReason.TIMEOUT,
+        waiting_for: str = "",
+    ) -> Iterator[None]:
+        """Time the block as phase ``name`` on the loop's clock (added to earlier time in it).
+
+        ``timeout_reason`` is the verdict when the run's time runs out inside the block;
+        ``waiting_for`` words it ("the proxy proxy.example:3128").
+        """
+        self.step = _Step(name, timeout_reason, waiting_for)
+        clock = asyncio.get_running_loop().time
+        start = clock()
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.add(name, clock() - start)
+            raise  # the step stays set: the engine reads where the run was cut short
+        except BaseException:
+            self.add(name, clock() - start)
+            self.step = None
+            raise
+        self.add(name, clock() - start)
+        self.step = None
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Record ``seconds`` more spent in ``phase`` (e.g. from a kernel timestamp)."""
+        self.durations[phase] = self.durations.get(phase, 0.0) + seconds
+        if self._parent is not None and self._parent._primary is self:  # noqa: SLF001 - same class
+            self._parent.add(phase, seconds)
+
+    def fact(self, name: str, value: float | str) -> None:
+        """Record a fact (a primary address's facts are the run's too)."""
+        self.facts[name] = value
+        if self._parent is not None and self._parent._primary is self:  # noqa: SLF001 - same class
+            self._parent.fact(name, value)
+
+    @property
+    def _primary(self) -> RunRecorder | None:
+        return self._children[0] if self._children else None
+
+    def endpoint(self, address: str) -> RunRecorder:
+        """A recorder for one address; the first one created is the primary."""
+        child = RunRecorder(address, parent=self)
+        self._children.append(child)
+        return child
+
+    def succeed(self, detail: str) -> None:
+        """The address answered as expected."""
+        self.outcome = EndpointResult(
+            self.address, success=True, reason=None, phases=dict(self.durations), detail=detail
+        )
+        self.step = None
+
+    def fail(self, reason: FailureReason, detail: str) -> None:
+        """The address failed for ``reason``."""
+        self.outcome = EndpointResult(
+            self.address, success=False, reason=reason, phases=dict(self.durations), detail=detail
+        )
+        self.step = None
+
+    def endpoints(self, elapsed: float | None = None) -> tuple[EndpointResult, ...]:
+        """Every address's result, in the order tried.
+
+        With ``elapsed`` (the run timed out after that many seconds) an address still in flight
+        becomes a timeout in its phase.
+        """
+        results = []
+        for child in self._children:
+            if child.outcome is None and elapsed is not None:
+                child.fail(*child.timeout_verdict(elapsed))
+            if child.outcome is not None:
+                results.append(child.outcome)
+        return tuple(results)
+
+    def failed_endpoints(self) -> ProbeError | None:
+        """``N of M addresses failed: ...`` with the first failure's reason, or None."""
+        results = self.endpoints()
+        failed = [e for e in results if not e.success]
+        if not failed:
+            return None
+        summary = "; ".join(f"{e.address}: {e.reason} ({e.detail})" for e in failed)
+        first = failed[0].reason or FailureReason.INTERNAL_ERROR
+        return ProbeError(first, f"{len(failed)} of {len(results)} addresses failed: {summary}")
+
+    def timeout_verdict(self, elapsed: float) -> tuple[FailureReason, str]:
+        """The reason and detail of a run whose time ran out after ``elapsed`` seconds.
+
+        The phase in progress decides; a run waiting on its addresses takes the first failed
+        address's reason (in the order tried), those still in flight being timeouts.
+        """
+        spent = f"after {elapsed * 1000:.0f} ms"
+        step = self.step
+        if step is not None:
+            where = step.waiting_for or f"in the {step.name} phase"
+            return step.timeout_reason, f"timed out {spent} {where}"
+        self.endpoints(elapsed)
+        failed = self.failed_endpoints()
+        if failed is not None:
+            return failed.reason, failed.detail
+        return FailureReason.TIMEOUT, f"no answer {spent}"
 
 
 _CONNECT_ERRNOS: Mapping[int, FailureReason] = {

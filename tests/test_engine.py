@@ -1,24 +1,26 @@
-"""The engine's scheduling rules, with a kind whose run time the test controls.
+"""The engine's scheduling rules and the runner's timeout, on a virtual clock.
 
-The kind is a test double for *duration* only: scheduling is what is under test here; real
-probes are tested against real servers in the lab.
+The kinds here are test doubles for *duration* only: scheduling and the timeout verdict are what
+is under test; real probes are tested against real servers on loopback and in the lab. Time is
+the loop's virtual clock (tests/virtual_clock.py), so every assertion is exact and no test
+sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from typing import Literal
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
 
 import pytest
+from virtual_clock import run_virtual
 
-from exporter.collector import ResultStore
-from exporter.config import Config, StatesSettings
 from exporter.probes import KINDS
 from exporter.probes.base import ProbeConfig, ProbeKind
-from exporter.results import Observation, PhaseTimer
-from exporter.scheduler import Engine, execute
+from exporter.results import FailureReason, ProbeError, ProbeResult, RunRecorder
+from exporter.runner import execute
+from exporter.scheduler import Engine
 
 
 class SleepProbe(ProbeConfig):
@@ -29,118 +31,225 @@ class SleepProbe(ProbeConfig):
     def target(self) -> str:
         return f"sleep:{self.seconds}"
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("wait",)
 
-class Recorder:
+
+class Sleeper:
+    """Runs ``sleep`` probes: each run waits ``seconds`` in the phase ``wait``."""
+
     def __init__(self) -> None:
         self.starts: dict[str, list[float]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.overlaps = 0
         self.running: set[str] = set()
-        self.probe_started = asyncio.Event()
+        self.started = asyncio.Event()
 
-    async def run(self, config: SleepProbe, timer: PhaseTimer) -> Observation:
-        self.starts.setdefault(config.name, []).append(time.monotonic())
-        self.probe_started.set()
+    async def run(self, config: SleepProbe, recorder: RunRecorder) -> None:
+        self.starts.setdefault(config.name, []).append(asyncio.get_running_loop().time())
+        self.started.set()
         if config.name in self.running:
             self.overlaps += 1
         self.running.add(config.name)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            with timer.measure("wait"):
+            with recorder.phase("wait"):
                 await asyncio.sleep(config.seconds)
         finally:
             self.in_flight -= 1
             self.running.discard(config.name)
-        return Observation()
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    kind = ProbeKind(name="sleep", config=SleepProbe, phases=("wait",), run=recorder.run, facts={})
+def sleeper(monkeypatch: pytest.MonkeyPatch) -> Sleeper:
+    sleeper = Sleeper()
+    kind = ProbeKind(name="sleep", config=SleepProbe, run=sleeper.run, facts={})
     monkeypatch.setitem(KINDS, "sleep", kind)  # type: ignore[index]
-    return recorder
+    return sleeper
 
 
-def _config(*probes: ProbeConfig) -> Config:
-    return Config(source="test", probes=probes, states=StatesSettings())
-
-
-def _probe(name: str, seconds: float, interval: float = 0.2, timeout: float = 0.2) -> SleepProbe:
+def _probe(name: str, seconds: float, interval: float = 1.0, timeout: float = 1.0) -> SleepProbe:
     return SleepProbe(name=name, kind="sleep", seconds=seconds, interval=interval, timeout=timeout)
 
 
-async def test_execute_turns_a_timeout_into_a_labelled_result(recorder: Recorder) -> None:
-    result = await execute(_probe("slow", seconds=5, timeout=0.05))
+class Results:
+    """What the engine recorded, by probe."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list[ProbeResult]] = {}
+
+    def record(self, result: ProbeResult) -> None:
+        self.runs.setdefault(result.probe, []).append(result)
+
+
+def _run_engine(
+    probes: list[ProbeConfig],
+    seconds: float,
+    *,
+    max_concurrency: int = 64,
+    then: Callable[[Engine], Coroutine[Any, Any, None]] | None = None,
+) -> Results:
+    results = Results()
+
+    async def main() -> None:
+        engine = Engine(results.record, max_concurrency)
+        engine.apply(probes)
+        await asyncio.sleep(seconds)
+        if then is not None:
+            await then(engine)
+        await engine.stop()
+
+    run_virtual(main)
+    return results
+
+
+def test_execute_turns_a_timeout_into_a_labelled_result(sleeper: Sleeper) -> None:
+    result = run_virtual(lambda: execute(_probe("slow", seconds=5, timeout=0.05)))
     assert not result.success
-    assert result.reason == "timeout"
-    # Cut at the timeout, not before, and a loaded machine may only stretch it. The phase timer
-    # starts just after the timeout is armed, so allow it a millisecond less than the timeout.
-    assert 0.049 <= result.phases["wait"] < 1
+    assert result.reason == FailureReason.TIMEOUT
+    assert result.detail == "timed out after 50 ms in the wait phase"
+    assert result.phases == {"wait": pytest.approx(0.05)}
+    assert result.duration_seconds == pytest.approx(0.05)
 
 
-async def test_runs_never_overlap_and_skip_missed_ticks(recorder: Recorder) -> None:
-    store = ResultStore()
-    engine = Engine(store)
-    # Every run hits its timeout, equal to the interval: no run may start before the last ended.
-    engine.apply(_config(_probe("busy", seconds=1, interval=0.1, timeout=0.1)))
-    await asyncio.sleep(0.65)
-    await engine.stop()
-    assert recorder.overlaps == 0
-    assert 3 <= len(recorder.starts["busy"]) <= 7
-    assert store.records["busy"].failures["timeout"] == store.records["busy"].runs
+def test_runs_never_overlap_and_skip_missed_ticks(sleeper: Sleeper) -> None:
+    # Every run lasts until its timeout, 0.15 s, longer than the 0.1 s interval.
+    results = _run_engine([_probe("busy", seconds=1, interval=0.1, timeout=0.1)], 1.0)
+    starts = sleeper.starts["busy"]
+    assert sleeper.overlaps == 0
+    assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(starts))
+    assert 9 <= len(starts) <= 10
+    assert {r.reason for r in results.runs["busy"]} == {FailureReason.TIMEOUT}
 
 
-async def test_starts_are_staggered_across_the_interval(recorder: Recorder) -> None:
-    engine = Engine(ResultStore())
-    probes = [_probe(f"p{i}", seconds=0, interval=1.0, timeout=0.5) for i in range(4)]
-    began = time.monotonic()
-    engine.apply(_config(*probes))
-    # The last may start at up to 1 s plus jitter: wait for all four (bounded), not a fixed time.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(3):
-            while len(recorder.starts) < len(probes):
-                recorder.probe_started.clear()
-                await recorder.probe_started.wait()
-    await engine.stop()
-    assert sorted(recorder.starts) == [p.name for p in probes]
-    firsts = sorted(recorder.starts[p.name][0] - began for p in probes)
-    # Four probes over a 1 s interval: each starts in its own quarter, not all at once.
-    for index, offset in enumerate(firsts):
-        assert index * 0.25 - 0.02 <= offset <= (index + 1) * 0.25 + 0.15
+def test_starts_are_staggered_across_the_interval(sleeper: Sleeper) -> None:
+    probes: list[ProbeConfig] = [_probe(f"p{i}", seconds=0, interval=1.0) for i in range(4)]
+    _run_engine(probes, 0.999)
+    for index, probe in enumerate(probes):
+        [first] = sleeper.starts[probe.name]
+        # Four probes over a 1 s interval: each starts in its own quarter, not all at once.
+        assert index * 0.25 <= first < (index + 1) * 0.25
 
 
-async def test_global_concurrency_bound(recorder: Recorder) -> None:
-    engine = Engine(ResultStore(), max_concurrency=2)
-    probes = [_probe(f"p{i}", seconds=0.15, interval=0.2, timeout=0.2) for i in range(6)]
-    engine.apply(_config(*probes))
-    await asyncio.sleep(0.6)
-    await engine.stop()
-    assert recorder.max_in_flight == 2
+def test_global_concurrency_bound(sleeper: Sleeper) -> None:
+    probes: list[ProbeConfig] = [
+        _probe(f"p{i}", seconds=0.15, interval=0.2, timeout=0.2) for i in range(6)
+    ]
+    results = _run_engine(probes, 2.0, max_concurrency=2)
+    assert sleeper.max_in_flight == 2
+    assert all(r.success for runs in results.runs.values() for r in runs)
 
 
-async def test_reload_keeps_unchanged_probes_and_drops_removed(recorder: Recorder) -> None:
-    store = ResultStore()
-    engine = Engine(store)
-    keep, drop = _probe("keep", 0), _probe("drop", 0)
-    engine.apply(_config(keep, drop))
-    await asyncio.sleep(0.45)
-    runs_before = store.records["keep"].runs
-    engine.apply(_config(keep, _probe("new", 0)))
-    assert set(store.records) == {"keep", "new"}
-    assert store.records["keep"].runs == runs_before  # counters survive a reload
-    await asyncio.sleep(0.45)
-    await engine.stop()
-    assert store.records["keep"].runs > runs_before
-    assert store.records["new"].runs >= 1
+def test_reload_keeps_unchanged_probes_and_drops_removed(sleeper: Sleeper) -> None:
+    keep, drop, new = _probe("keep", 0), _probe("drop", 0), _probe("new", 0)
+    seen: dict[str, int] = {}
+
+    async def reload(engine: Engine) -> None:
+        seen.update({name: len(starts) for name, starts in sleeper.starts.items()})
+        engine.apply([keep, new])
+        await asyncio.sleep(3)
+
+    _run_engine([keep, drop], 3, then=reload)
+    assert seen == {"keep": 3, "drop": 3}
+    assert len(sleeper.starts["drop"]) == 3  # cancelled at the reload
+    assert len(sleeper.starts["keep"]) == 6  # kept its schedule: no restart, no extra run
+    assert len(sleeper.starts["new"]) == 3
 
 
-async def test_stop_cancels_runs_in_flight(recorder: Recorder) -> None:
-    engine = Engine(ResultStore())
-    engine.apply(_config(_probe("long", seconds=30, interval=60, timeout=60)))
-    await asyncio.sleep(0.05)
-    began = time.monotonic()
-    await engine.stop()
-    assert time.monotonic() - began < 0.5
+def test_stop_cancels_runs_in_flight(sleeper: Sleeper) -> None:
+    in_flight_at_stop: list[int] = []
+
+    async def wait_for_a_run(engine: Engine) -> None:
+        del engine
+        await sleeper.started.wait()
+        in_flight_at_stop.append(sleeper.in_flight)
+
+    results = _run_engine(
+        [_probe("long", seconds=50, interval=60, timeout=60)], 0, then=wait_for_a_run
+    )
+    assert in_flight_at_stop == [1]
+    assert sleeper.in_flight == 0
+    assert results.runs == {}  # cancelled, not reported as a failure
+
+
+class HangProbe(ProbeConfig):
+    kind: Literal["hang"]
+
+    @property
+    def target(self) -> str:
+        return "hang"
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return ("connect",)
+
+
+async def _hang_behind_a_proxy(config: HangProbe, recorder: RunRecorder) -> None:
+    del config
+    with recorder.phase(
+        "connect",
+        timeout_reason=FailureReason.PROXY_CONNECT_FAILED,
+        waiting_for="waiting for proxy proxy.example:3128",
+    ):
+        await asyncio.Event().wait()
+
+
+async def _fan_out(config: HangProbe, recorder: RunRecorder) -> None:
+    del config
+
+    async def refused(address: RunRecorder) -> None:
+        with address.phase("connect"):
+            await asyncio.sleep(0.01)
+        address.fail(FailureReason.CONNECTION_REFUSED, "Connection refused")
+
+    async def silent(address: RunRecorder) -> None:
+        with address.phase("connect"):
+            await asyncio.Event().wait()
+
+    await asyncio.gather(silent(recorder.endpoint("192.0.2.1")), refused(recorder.endpoint("::1")))
+    raise ProbeError(FailureReason.INTERNAL_ERROR, "not reached")
+
+
+@pytest.mark.parametrize(
+    ("run", "reason", "detail"),
+    [
+        (
+            _hang_behind_a_proxy,
+            FailureReason.PROXY_CONNECT_FAILED,
+            "timed out after 2000 ms waiting for proxy proxy.example:3128",
+        ),
+        (
+            _fan_out,
+            FailureReason.TIMEOUT,
+            (
+                "2 of 2 addresses failed: 192.0.2.1: timeout (timed out after 2000 ms in the "
+                "connect phase); "
+                "::1: connection_refused (Connection refused)"
+            ),
+        ),
+    ],
+)
+def test_a_timeout_keeps_the_kinds_verdict_phases_and_endpoints(
+    monkeypatch: pytest.MonkeyPatch, run: Any, reason: FailureReason, detail: str
+) -> None:
+    kind = ProbeKind(name="hang", config=HangProbe, run=run, facts={})
+    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index]
+    probe = HangProbe(name="h", kind="hang", timeout=2)
+    result = run_virtual(lambda: execute(probe))
+    assert (result.reason, result.detail) == (reason, detail)
+    assert result.phases.get("connect", 0) == pytest.approx(2.0)
+
+
+def test_addresses_in_flight_at_the_timeout_are_timeouts_in_their_phase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kind = ProbeKind(name="hang", config=HangProbe, run=_fan_out, facts={})
+    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index]
+    result = run_virtual(lambda: execute(HangProbe(name="h", kind="hang", timeout=2)))
+    silent, refused = result.endpoints
+    assert (silent.address, silent.reason) == ("192.0.2.1", FailureReason.TIMEOUT)
+    assert silent.phases == {"connect": pytest.approx(2.0)}
+    assert (refused.address, refused.reason) == ("::1", FailureReason.CONNECTION_REFUSED)

@@ -103,14 +103,10 @@ def test_endpoints(start, tmp_path: Path, listener: int) -> None:
     exporter = start(_config(tmp_path / "c.yml", listener, "alpha"))
     assert exporter.get("/-/healthy") == (200, "Healthy.\n")
     assert exporter.get("/-/ready") == (200, "Ready.\n")
-    body = exporter.metrics_when(
-        'egress_probe_success{family="any",group="",kind="tcp",probe="alpha"'
-    )
+    body = exporter.metrics_when('egress_probe_success{probe="alpha"} 1\n')
     assert "egress_build_info{" in body
-    assert (
-        'egress_probe_failures_total{family="any",group="",kind="tcp",probe="alpha",reason="timeout"'
-        in body
-    )
+    assert 'egress_probe_info{probe="alpha",kind="tcp",target="127.0.0.1:' in body
+    assert 'egress_probes_total{probe="alpha"}' in body
     status, page = exporter.get("/")
     assert status == 200
     assert "alpha" in page
@@ -128,7 +124,7 @@ def test_post_reload_applies_a_new_config_and_drops_removed_probes(
     assert exporter.get("/-/reload", data=b"") == (200, "Reloaded.\n")
     body = exporter.metrics_when('probe="gamma"')
     exporter.metrics_when('probe="beta"', present=False)
-    assert "egress_config_last_reload_successful 1.0" in body
+    assert "egress_config_last_reload_successful 1\n" in body
 
 
 def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: int) -> None:
@@ -139,7 +135,7 @@ def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: in
     status, text = exporter.get("/-/reload", data=b"")
     assert status == 500
     assert "c.yml:2: probes[0].port: must be between 1 and 65535" in text
-    body = exporter.metrics_when("egress_config_last_reload_successful 0.0")
+    body = exporter.metrics_when("egress_config_last_reload_successful 0\n")
     assert 'probe="alpha"' in body
     _, before = exporter.get("/metrics")
     time.sleep(0.5)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config
+from exporter.probes.base import StateRole
 from exporter.probes.http import HttpProbe
 
 
@@ -26,7 +27,8 @@ def test_direct_path_only_by_default(tmp_path: Path) -> None:
         "withsecure-karma",
     ]
     assert {p.path for p in probes} == {"direct"}
-    assert all(p.security_cloud and p.expect.body == "ok" for p in probes)
+    healthcheck = StateRole(state="security_cloud", role="healthcheck")
+    assert all(p.counts_towards == healthcheck and p.expect.body == "ok" for p in probes)
     assert {(p.timeout, p.budget) for p in probes} == {(10.0, 1.0)}
 
 

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from exporter.probes import _net
 from exporter.probes.base import ProxyUrl, SecretRef, StrictModel
-from exporter.results import FailureReason, PhaseTimer, ProbeError, reason_for
+from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 MAX_HEAD_BYTES = 16 * 1024
 _HTTP_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
@@ -145,16 +145,20 @@ def refusal(head: ResponseHead, target: str) -> ProbeError | None:
 
 
 async def open_proxy(
-    proxy: ProxySettings, timer: PhaseTimer
+    proxy: ProxySettings, recorder: RunRecorder
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Resolve and connect to a proxy that sits on the path to a target (phases resolve, connect).
 
     Failing to reach the proxy is not the target's fault: a name that does not resolve is
-    ``proxy_resolve_failed`` (curl 5, "Could not resolve proxy") and a refused or unreachable
-    connection is ``proxy_connect_failed``. The reader is bounded for :func:`read_head`.
+    ``proxy_resolve_failed`` (curl 5, "Could not resolve proxy") and a refused, unreachable or
+    silent connection is ``proxy_connect_failed`` (curl 7; time running out while waiting for
+    the proxy too). The reader is bounded for :func:`read_head`.
     """
+    waiting = f"waiting for proxy {proxy.host}:{proxy.port}"
     try:
-        with timer.measure("resolve"):
+        with recorder.phase(
+            "resolve", timeout_reason=FailureReason.PROXY_RESOLVE_FAILED, waiting_for=waiting
+        ):
             addresses = await _net.resolve(proxy.host)
     except ProbeError as exc:
         raise ProbeError(
@@ -162,7 +166,9 @@ async def open_proxy(
         ) from None
     where = f"proxy {proxy.host}:{proxy.port} ({addresses[0]})"
     try:
-        with timer.measure("connect"):
+        with recorder.phase(
+            "connect", timeout_reason=FailureReason.PROXY_CONNECT_FAILED, waiting_for=waiting
+        ):
             sock = await _net.tcp_connect(addresses[0], proxy.port)
     except OSError as exc:
         _, detail = reason_for(exc)

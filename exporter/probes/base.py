@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.results import Observation, PhaseTimer
+from exporter.results import RunRecorder
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -140,6 +140,20 @@ class SecretRef(StrictModel):
             raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
 
 
+class StateRole(StrictModel):
+    """Which derived state a probe counts towards, and in what role.
+
+    ``state`` names a rule of ``exporter/status`` (e.g. ``dns_protection``), ``role`` one of
+    the roles that rule selects on (e.g. ``candidate``), ``labels`` the label values the rule
+    cannot derive from the probe itself (e.g. the SWG ``proxy`` name). The rules check all
+    three when the config loads.
+    """
+
+    state: str
+    role: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
 class ProbeConfig(StrictModel):
     """Fields every probe has; kinds add their own."""
 
@@ -148,6 +162,7 @@ class ProbeConfig(StrictModel):
     group: str = ""
     interval: Duration = 15.0
     timeout: Duration = 5.0
+    counts_towards: StateRole | None = None
 
     _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
 
@@ -166,21 +181,27 @@ class ProbeConfig(StrictModel):
         """The address family the probe is pinned to, for the ``family`` label."""
         return "any"
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases a run of this probe goes through, in order (always exported)."""
+        raise NotImplementedError
 
-ProbeRun = Callable[[Any, PhaseTimer], Awaitable[Observation]]
+
+C = TypeVar("C", bound=ProbeConfig)
 
 
 @dataclass(frozen=True)
-class ProbeKind:
+class ProbeKind(Generic[C]):
     """How the engine runs a kind and what the collector may say about it.
 
-    ``run`` performs one probe: it fills the timer's phases and returns an observation, or
-    raises :class:`exporter.results.ProbeError`. ``phases`` are always exported, at 0 when not
-    reached; ``facts`` are the numeric facts exported as ``egress_<kind>_<fact>`` gauges.
+    ``run`` performs one probe: it writes phases, facts and per-address results into the
+    recorder as it goes and returns when the answer was as expected, or raises (a
+    :class:`exporter.results.ProbeError`, or any exception the reason mapping knows). The engine
+    owns the timeout. ``facts`` are the numeric facts exported as ``egress_<kind>_<fact>``
+    gauges, with their help text.
     """
 
     name: str
-    config: type[ProbeConfig]
-    phases: tuple[str, ...]
-    run: ProbeRun
+    config: type[C]
+    run: Callable[[C, RunRecorder], Awaitable[None]]
     facts: Mapping[str, str]

@@ -3,12 +3,15 @@
 One query, one answer, no retries hidden inside: a lost datagram is a ``timeout``, which is
 what the Secure Client Roaming Module sees too. The reply is parsed with dnspython and checked
 against the expectations (rcodes, answer count, regex, TXT prefix), then optionally against an
-identity check proving the answer came from Umbrella:
+identity check proving the answer came from the vendor's resolver (the values, such as
+Umbrella's provider key, come from the presets):
 
-- ``opendns_debug``: ``debug.opendns.com`` TXT carries a ``server rN.<site>`` line;
+- ``answer_regex``: an answer matches a regular expression, e.g. ``debug.opendns.com`` TXT
+  carries a ``server rN.<site>`` line (the first group is recorded as the ``identity`` fact);
+- ``answer_equals``: an answer is exactly a value, e.g. ``welcome.umbrella.com`` resolves to
+  the address only Umbrella gives;
 - ``dnscrypt_cert``: the DNSCrypt certificate served on port 443 is signed by the provider key
-  (Ed25519) and inside its validity window;
-- ``umbrella_welcome``: ``welcome.umbrella.com`` resolves to the address only Umbrella gives.
+  (Ed25519) and inside its validity window.
 
 An answer failing its identity check is ``dns_intercepted``: something else (a DNS proxy, a
 DNAT rule) answered in the vendor's name. On Linux the UDP reply is timestamped by the kernel
@@ -40,14 +43,9 @@ from pydantic import AfterValidator, Discriminator, Field
 from exporter.probes import _net
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
 from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, Regex, StrictModel
-from exporter.results import Facts, FailureReason, Observation, PhaseTimer, ProbeError
+from exporter.results import FailureReason, ProbeError, RunRecorder
 
 PHASES = ("connect", "request")
-UMBRELLA_PROVIDER_KEY = (
-    "B735:1140:206F:225D:3E2B:D822:D7FD:691E:A1C3:3CC8:D666:8D0C:BE04:BFAB:CA43:FB79"
-)
-UMBRELLA_WELCOME_ADDRESS = "146.112.59.6"
-_DEBUG_SERVER_LINE = re.compile(r"^server r\d+\.([a-z0-9-]+)$")
 _MAX_MESSAGE = 65535
 # Linux's SO_TIMESTAMPNS (asm-generic value); the reply's cmsg carries a struct timespec.
 _SO_TIMESTAMPNS = 35
@@ -121,27 +119,31 @@ class DnsExpect(StrictModel):
     txt_prefix: str | None = None
 
 
-class DebugIdentity(StrictModel):
-    """``debug.opendns.com`` TXT must carry Umbrella's ``server rN.<site>`` line."""
+class RegexIdentity(StrictModel):
+    """An answer (TXT strings joined, other records as text) must match ``regex``.
 
-    check: Literal["opendns_debug"]
+    Its first group, if any, is recorded as the ``identity`` fact (e.g. Umbrella's site).
+    """
+
+    check: Literal["answer_regex"]
+    regex: Regex
+
+
+class EqualsIdentity(StrictModel):
+    """An answer must be exactly ``value`` (e.g. the address only the vendor's resolver gives)."""
+
+    check: Literal["answer_equals"]
+    value: str = Field(min_length=1)
 
 
 class DnsCryptIdentity(StrictModel):
     """The DNSCrypt certificate must be signed by the provider key and be currently valid."""
 
     check: Literal["dnscrypt_cert"]
-    provider_key: Annotated[str, AfterValidator(_provider_key)] = UMBRELLA_PROVIDER_KEY
+    provider_key: Annotated[str, AfterValidator(_provider_key)]
 
 
-class WelcomeIdentity(StrictModel):
-    """``welcome.umbrella.com`` must resolve to the address only Umbrella's resolvers give."""
-
-    check: Literal["umbrella_welcome"]
-    address: IPAddress = UMBRELLA_WELCOME_ADDRESS
-
-
-Identity = Annotated[DebugIdentity | DnsCryptIdentity | WelcomeIdentity, Discriminator("check")]
+Identity = Annotated[RegexIdentity | EqualsIdentity | DnsCryptIdentity, Discriminator("check")]
 
 
 class DnsProbe(ProbeConfig):
@@ -155,9 +157,6 @@ class DnsProbe(ProbeConfig):
     edns: Edns | None = None
     expect: DnsExpect = Field(default_factory=DnsExpect)
     identity: Identity | None = None
-    # How the DNS protection state uses this probe (exporter/status/dns.py): a candidate
-    # decides Protected/Unprotected, a supporting probe (TCP) only marks the state degraded.
-    protection: Literal["candidate", "supporting"] | None = None
 
     @property
     def target(self) -> str:
@@ -174,26 +173,30 @@ class DnsProbe(ProbeConfig):
         """The server's address family."""
         return "ipv6" if ipaddress.ip_address(self.server).version == 6 else "ipv4"
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """``request``, after ``connect`` over TCP."""
+        return PHASES if self.protocol == "tcp" else ("request",)
 
-async def run(config: DnsProbe, timer: PhaseTimer) -> Observation:
-    """Send one query, read one reply, check it; failures raise ProbeError with the facts."""
+
+async def run(config: DnsProbe, recorder: RunRecorder) -> None:
+    """Send one query, read one reply, check it; failures raise ProbeError, facts are kept."""
     query = _make_query(config)
     if config.protocol == "udp":
-        wire = await _udp_exchange(config, query.to_wire(), timer)
+        wire = await _udp_exchange(config, query.to_wire(), recorder)
     else:
-        wire = await _tcp_exchange(config, query.to_wire(), timer)
-    facts: Facts = {"answering_server": config.server, "response_size_bytes": float(len(wire))}
-    response = _parse(query, wire, facts)
+        wire = await _tcp_exchange(config, query.to_wire(), recorder)
+    recorder.fact("answering_server", config.server)
+    recorder.fact("response_size_bytes", float(len(wire)))
+    response = _parse(query, wire, recorder)
     problem = (
         _truncation_problem(config, response)
         or _rcode_problem(config, response)
         or _answer_problem(config.expect, response)
-        or _identity_problem(config.identity, response, facts)
+        or _identity_problem(config.identity, response, recorder)
     )
     if problem is not None:
-        reason, detail = problem
-        raise ProbeError(reason, detail, facts=facts)
-    return Observation(facts=facts)
+        raise ProbeError(*problem)
 
 
 def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
@@ -210,7 +213,7 @@ def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
 # -- the exchange ----------------------------------------------------------------------------
 
 
-async def _udp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> bytes:
+async def _udp_exchange(config: DnsProbe, wire: bytes, recorder: RunRecorder) -> bytes:
     sock = socket.socket(_net.socket_family(config.server), socket.SOCK_DGRAM)
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
@@ -220,10 +223,10 @@ async def _udp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> byt
             # as not_applicable rather than as a network fault.
             sock.connect((config.server, config.port))
         except OSError as exc:
+            recorder.fact("route", "none")
             raise ProbeError(
                 FailureReason.NETWORK_UNREACHABLE,
                 f"no route to {config.server} from this host: {exc.strerror}",
-                facts={"route": "none"},
             ) from None
         kernel_stamps = _enable_timestamps(sock)
         sent_wall_ns, sent = time.time_ns(), time.monotonic()
@@ -235,7 +238,7 @@ async def _udp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> byt
     finally:
         sock.close()
     rtt = _kernel_rtt(ancillary, sent_wall_ns, userland) if kernel_stamps else None
-    timer.add("request", userland if rtt is None else rtt)
+    recorder.add("request", userland if rtt is None else rtt)
     return data
 
 
@@ -288,12 +291,12 @@ def _kernel_rtt(
     return None
 
 
-async def _tcp_exchange(config: DnsProbe, wire: bytes, timer: PhaseTimer) -> bytes:
-    with timer.measure("connect"):
+async def _tcp_exchange(config: DnsProbe, wire: bytes, recorder: RunRecorder) -> bytes:
+    with recorder.phase("connect"):
         sock = await _net.tcp_connect(config.server, config.port)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
-        with timer.measure("request"):
+        with recorder.phase("request"):
             writer.write(struct.pack("!H", len(wire)) + wire)
             await writer.drain()
             return await _read_tcp_message(reader)
@@ -320,24 +323,22 @@ async def _read_tcp_message(reader: asyncio.StreamReader) -> bytes:
 # -- checking the reply ------------------------------------------------------------------------
 
 
-def _parse(query: dns.message.Message, wire: bytes, facts: Facts) -> dns.message.Message:
+def _parse(query: dns.message.Message, wire: bytes, recorder: RunRecorder) -> dns.message.Message:
     try:
         response = dns.message.from_wire(wire)
     except dns.exception.DNSException as exc:
         raise ProbeError(
             FailureReason.DNS_BAD_RESPONSE,
             f"malformed reply ({len(wire)} bytes): {exc}",
-            facts=facts,
         ) from None
-    facts["rcode"] = float(response.rcode())
-    facts["truncated"] = float(bool(response.flags & dns.flags.TC))
-    facts["answer_count"] = float(sum(len(rrset) for rrset in response.answer))
+    recorder.fact("rcode", float(response.rcode()))
+    recorder.fact("truncated", float(bool(response.flags & dns.flags.TC)))
+    recorder.fact("answer_records", float(sum(len(rrset) for rrset in response.answer)))
     if not query.is_response(response):
         raise ProbeError(
             FailureReason.DNS_BAD_RESPONSE,
             f"reply does not answer the query (id {response.id} for {query.id}, or another "
             "question)",
-            facts=facts,
         )
     return response
 
@@ -420,43 +421,48 @@ def _shorten(texts: list[str]) -> str:
 
 
 def _identity_problem(
-    identity: DebugIdentity | DnsCryptIdentity | WelcomeIdentity | None,
+    identity: RegexIdentity | EqualsIdentity | DnsCryptIdentity | None,
     response: dns.message.Message,
-    facts: Facts,
+    recorder: RunRecorder,
 ) -> Problem:
-    if isinstance(identity, DebugIdentity):
-        return _debug_problem(response, facts)
+    if isinstance(identity, RegexIdentity):
+        return _regex_problem(identity, response, recorder)
+    if isinstance(identity, EqualsIdentity):
+        return _equals_problem(identity, response)
     if isinstance(identity, DnsCryptIdentity):
-        return _dnscrypt_problem(identity, response, facts)
-    if isinstance(identity, WelcomeIdentity):
-        return _welcome_problem(identity, response)
+        return _dnscrypt_problem(identity, response, recorder)
     return None
 
 
-def _debug_problem(response: dns.message.Message, facts: Facts) -> Problem:
-    for text in answer_texts(response):
-        match = _DEBUG_SERVER_LINE.match(text)
+def _regex_problem(
+    identity: RegexIdentity, response: dns.message.Message, recorder: RunRecorder
+) -> Problem:
+    pattern = re.compile(identity.regex)
+    texts = answer_texts(response)
+    for text in texts:
+        match = pattern.search(text)
         if match:
-            facts["site"] = match.group(1)
+            if match.groups():
+                recorder.fact("identity", match.group(1))
             return None
     return (
         FailureReason.DNS_INTERCEPTED,
-        f"no 'server rN.<site>' line in the debug answer: {_shorten(answer_texts(response))}",
+        f"no answer matches /{identity.regex}/ (the vendor's own answer): {_shorten(texts)}",
     )
 
 
-def _welcome_problem(identity: WelcomeIdentity, response: dns.message.Message) -> Problem:
+def _equals_problem(identity: EqualsIdentity, response: dns.message.Message) -> Problem:
     texts = answer_texts(response)
-    if identity.address in texts:
+    if identity.value in texts:
         return None
     return (
         FailureReason.DNS_INTERCEPTED,
-        f"welcome answer {_shorten(texts)} is not {identity.address}: another resolver answered",
+        f"answer {_shorten(texts)} is not {identity.value}: another resolver answered",
     )
 
 
 def _dnscrypt_problem(
-    identity: DnsCryptIdentity, response: dns.message.Message, facts: Facts
+    identity: DnsCryptIdentity, response: dns.message.Message, recorder: RunRecorder
 ) -> Problem:
     key = provider_key_bytes(identity.provider_key)
     now = time.time()
@@ -473,7 +479,8 @@ def _dnscrypt_problem(
         else:
             reasons.append(problem)
     if valid:
-        facts["dnscrypt_cert_not_after_timestamp_seconds"] = float(max(c.not_after for c in valid))
+        not_after = float(max(c.not_after for c in valid))
+        recorder.fact("dnscrypt_cert_not_after_timestamp_seconds", not_after)
         return None
     return (
         FailureReason.DNS_INTERCEPTED,
@@ -484,11 +491,10 @@ def _dnscrypt_problem(
 KIND = ProbeKind(
     name="dns",
     config=DnsProbe,
-    phases=PHASES,
     run=run,
     facts={
         "rcode": "DNS rcode of the last reply (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED).",
-        "answer_count": "Records in the answer section of the last reply.",
+        "answer_records": "Records in the answer section of the last reply.",
         "truncated": "Whether the last reply had the TC flag set (1) or not (0).",
         "response_size_bytes": "Size of the last reply on the wire, in bytes.",
         "dnscrypt_cert_not_after_timestamp_seconds": "Expiry of the newest valid DNSCrypt "

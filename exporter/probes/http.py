@@ -19,12 +19,9 @@ A run that succeeds, but only after the agent budget (1 s by default, from the a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
@@ -52,26 +49,15 @@ from exporter.probes.base import (
     StrictModel,
     check_url,
 )
-from exporter.results import (
-    Facts,
-    FailureReason,
-    Observation,
-    PhaseTimer,
-    ProbeError,
-    reason_for,
-)
+from exporter.results import FailureReason, ProbeError, RunRecorder
 
 log = logging.getLogger(__name__)
 PHASES = ("resolve", "connect", "proxy_connect", "tls", "first_byte", "transfer")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Finish (and say in which phase time ran out) before the engine's own timeout fires.
-_DEADLINE_MARGIN_SECONDS = 0.05
 _READ_CHUNK = 16 * 1024
 _SHOWN_BODY_CHARS = 60
-# The phase in which a run waits for the proxy itself (its name, then its TCP handshake).
-_REACHING_PROXY = "reaching the proxy"
 
 
 class Expectations(StrictModel):
@@ -114,9 +100,6 @@ class HttpProbe(ProbeConfig):
     follow_redirects: int = Field(default=0, ge=0, le=10)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1, le=16 * 1024 * 1024)
     agent_budget: Duration = 1.0
-    # A WithSecure Security Cloud healthcheck: counted in egress_security_cloud_state on its
-    # path (direct, or its proxy).
-    security_cloud: bool = False
 
     @field_validator("agent_budget")
     @classmethod
@@ -146,6 +129,25 @@ class HttpProbe(ProbeConfig):
         return self.address_family
 
     @property
+    def phases(self) -> tuple[str, ...]:
+        """Every phase but ``proxy_connect`` without a proxy and ``tls`` for plain http.
+
+        Through a proxy plain http is one absolute-form request: no tunnel, no TLS.
+        """
+        https = urlsplit(self.url).scheme == "https"
+        proxied = self.proxy is not None
+        resolved = proxied or not _net.is_ip(urlsplit(self.url).hostname or "")
+        wanted = {
+            "resolve": resolved,
+            "connect": True,
+            "proxy_connect": proxied and https,
+            "tls": https,
+            "first_byte": True,
+            "transfer": True,
+        }
+        return tuple(phase for phase in PHASES if wanted[phase])
+
+    @property
     def path(self) -> str:
         """How the request leaves: ``direct`` or the proxy's URL."""
         return "direct" if self.proxy is None else self.proxy.url
@@ -156,59 +158,29 @@ class HttpProbe(ProbeConfig):
         return min(self.agent_budget, self.timeout)
 
 
-async def run(config: HttpProbe, timer: PhaseTimer) -> Observation:
+async def run(config: HttpProbe, recorder: RunRecorder) -> None:
     """Fetch the URL (following redirects only if configured) and check the answer."""
-    attempt = _Attempt(config, timer)
-    started = time.monotonic()
-    try:
-        async with asyncio.timeout(max(config.timeout - _DEADLINE_MARGIN_SECONDS, 0.0)):
-            await attempt.fetch()
-    except TimeoutError:
-        raise attempt.timed_out(time.monotonic() - started) from None
-    except Exception as exc:  # every failure keeps the facts learnt so far
-        reason, detail = reason_for(exc)
-        raise ProbeError(reason, detail, facts=attempt.facts) from exc
-    elapsed = time.monotonic() - started
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    recorder.fact("agent_budget_seconds", config.budget)
+    await _Attempt(config, recorder).fetch()
+    elapsed = clock() - started
     if elapsed > config.budget:
         raise ProbeError(
             FailureReason.SLOW,
             f"answered as expected after {elapsed * 1000:.0f} ms, past the agent budget of "
             f"{config.budget * 1000:.0f} ms (diagnostic timeout {config.timeout * 1000:.0f} ms): "
             "the agent would give up",
-            facts=attempt.facts,
         )
-    return Observation(facts=attempt.facts)
 
 
 @dataclass
 class _Attempt:
-    """One run: the phase in progress and what was learnt, for the failure report."""
+    """One run's requests (one per redirect followed), recorded as they go."""
 
     config: HttpProbe
-    timer: PhaseTimer
-    facts: Facts = field(default_factory=dict)
-    phase: str = "resolve"
+    recorder: RunRecorder
     body_bytes: int = 0
-
-    def __post_init__(self) -> None:
-        self.facts["agent_budget_seconds"] = self.config.budget
-
-    @contextlib.contextmanager
-    def step(self, phase: str) -> Iterator[None]:
-        """Time ``phase`` and remember it is in progress (a timeout names it)."""
-        self.phase = phase
-        with self.timer.measure(phase):
-            yield
-
-    def timed_out(self, elapsed: float) -> ProbeError:
-        """The failure for a run the timeout cut short, worded like curl's error 28."""
-        spent = f"after {elapsed * 1000:.0f} ms"
-        if self.phase == _REACHING_PROXY:
-            assert self.config.proxy is not None  # noqa: S101 - only set when there is a proxy
-            detail = f"no connection to proxy {self.config.proxy.url} {spent}"
-            return ProbeError(FailureReason.PROXY_CONNECT_FAILED, detail, facts=self.facts)
-        detail = f"timed out {spent} in {self.phase} with {self.body_bytes} body bytes received"
-        return ProbeError(FailureReason.TIMEOUT, detail, facts=self.facts)
 
     async def fetch(self) -> None:
         """Request the URL, and each redirect target while redirects may be followed."""
@@ -225,16 +197,16 @@ class _Attempt:
         try:
             if url.scheme == "https":
                 await self._tunnel_and_tls(reader, writer, url)
-            with self.step("first_byte"):
+            with self.recorder.phase("first_byte"):
                 writer.write(self._request(url))
                 await writer.drain()
                 head = await read_head(reader, url.netloc)
-            self.facts["status_code"] = head.status
+            self.recorder.fact("status_code", head.status)
             location = head.headers.get("location")
             if may_redirect and head.status in _REDIRECTS and location:
                 return location
             self._check_status(head, url)
-            with self.step("transfer"):
+            with self.recorder.phase("transfer"):
                 body = await self._read_body(reader, head)
             self._check_body(body)
         finally:
@@ -246,14 +218,13 @@ class _Attempt:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         proxy = self.config.proxy
         if proxy is not None:
-            self.phase = _REACHING_PROXY
-            self.facts["proxy"] = proxy.url
-            return await open_proxy(proxy, self.timer)
+            self.recorder.fact("proxy", proxy.url)
+            return await open_proxy(proxy, self.recorder)
         host = url.hostname or ""
-        with self.step("resolve"):
+        with self.recorder.phase("resolve"):
             addresses = await _net.resolve(host, self.config.address_family)
-        self.facts["address"] = addresses[0]
-        with self.step("connect"):
+        self.recorder.fact("address", addresses[0])
+        with self.recorder.phase("connect"):
             sock = await _net.tcp_connect(addresses[0], url.port or _DEFAULT_PORTS[url.scheme])
         return await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)
 
@@ -263,7 +234,7 @@ class _Attempt:
         host = url.hostname or ""
         if self.config.proxy is not None:
             target = _net.host_port(host, url.port or _DEFAULT_PORTS[url.scheme])
-            with self.step("proxy_connect"):
+            with self.recorder.phase("proxy_connect"):
                 head = await connect_tunnel(
                     reader, writer, target, self._proxy_authorization(), self.config.proxy.url
                 )
@@ -271,8 +242,8 @@ class _Attempt:
             if refused is not None:
                 raise refused
         tls = self.config.tls
-        with self.step("tls"):
-            await _net.start_tls(writer, tls, host, self.facts)
+        with self.recorder.phase("tls"):
+            await _net.start_tls(writer, tls, host, self.recorder)
 
     def _proxy_authorization(self) -> str | None:
         assert self.config.proxy is not None  # noqa: S101 - only called with a proxy
@@ -340,6 +311,7 @@ class _Attempt:
                 break
             body += chunk
             self.body_bytes += len(chunk)
+            self.recorder.fact("body_bytes", self.body_bytes)
         return bytes(body)
 
     async def _read_chunked(self, reader: asyncio.StreamReader, limit: int) -> bytes:
@@ -360,7 +332,7 @@ class _Attempt:
         return bytes(body)
 
     def _check_body(self, body: bytes) -> None:
-        self.facts["body_bytes"] = len(body)
+        self.recorder.fact("body_bytes", len(body))
         expect, cap = self.config.expect, self.config.max_body_bytes
         if not expect.checks_body:
             return
@@ -396,7 +368,6 @@ def _redirect_target(url: str, location: str) -> str:
 KIND = ProbeKind(
     name="http",
     config=HttpProbe,
-    phases=PHASES,
     run=run,
     facts={
         "status_code": "HTTP status of the last answer (after redirects that were followed).",

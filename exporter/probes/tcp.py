@@ -13,7 +13,6 @@ check asks the proxy itself for an answer on each connection.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import urlsplit
@@ -31,19 +30,9 @@ from exporter.probes.base import (
     ProbeKind,
     StrictModel,
 )
-from exporter.results import (
-    EndpointResult,
-    Facts,
-    FailureReason,
-    Observation,
-    PhaseTimer,
-    ProbeError,
-    reason_for,
-)
+from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 PHASES = ("resolve", "connect", "tls", "proxy_connect")
-# Leave the engine's own timeout as a backstop: endpoints finish (and report) before it fires.
-_ENDPOINT_MARGIN_SECONDS = 0.05
 # With a second resolver or a fallback, one resolver that does not answer may use at most this
 # share of the timeout, so the other answer or the fallback still gets probed.
 _RESOLVE_SHARE = 0.5
@@ -84,8 +73,6 @@ class TcpProbe(ProbeConfig):
     source_address: IPAddress | None = None
     tls: TlsOptions | None = None
     proxy_check: ProxyCheck | None = None
-    # Counts this probe towards the web protection state of the named SWG.
-    swg_proxy: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]+$")
 
     @model_validator(mode="after")
     def _system_resolver_needs_resolvers(self) -> TcpProbe:
@@ -98,44 +85,44 @@ class TcpProbe(ProbeConfig):
 
     @property
     def target(self) -> str:
-        """``host:port`` for the target label."""
-        return f"{self.host}:{self.port}"
+        """``host:port`` for the target label (brackets around an IPv6 address)."""
+        return _net.host_port(self.host, self.port)
 
     @property
     def family(self) -> str:
         """The address family the probe is pinned to."""
         return self.address_family
 
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """``resolve`` (for a name), ``connect``, then ``tls`` and ``proxy_connect`` if set."""
+        checked = self.proxy_check is not None and self.proxy_check.enabled
+        wanted = {
+            "resolve": not _net.is_ip(self.host),
+            "connect": True,
+            "tls": self.tls is not None,
+            "proxy_connect": checked,
+        }
+        return tuple(phase for phase in PHASES if wanted[phase])
 
-async def run(config: TcpProbe, timer: PhaseTimer) -> Observation:
-    """Resolve, then connect to every address (or the first) concurrently."""
-    started = time.monotonic()
-    facts: Facts = {}
-    with timer.measure("resolve"):
-        addresses = await _addresses(config, facts)
+
+async def run(config: TcpProbe, recorder: RunRecorder) -> None:
+    """Resolve, then connect to every address (or the first) concurrently.
+
+    Every address is an endpoint of the run; the first one's phases and facts are the run's.
+    Any address that fails fails the run, with the first failure's reason.
+    """
+    with recorder.phase("resolve"):
+        addresses = await _addresses(config, recorder)
     if config.first_address_only:
         addresses = addresses[:1]
-    budget = config.timeout - (time.monotonic() - started) - _ENDPOINT_MARGIN_SECONDS
-    endpoints = await asyncio.gather(*(_probe_address(config, a, budget) for a in addresses))
-    for phase, seconds in endpoints[0][0].phases.items():
-        timer.add(phase, seconds)
-    facts.update(endpoints[0][1])
-    results = tuple(endpoint for endpoint, _ in endpoints)
-    failed = [e for e in results if not e.success]
-    if failed:
-        first = failed[0]
-        assert first.reason is not None  # noqa: S101 - a failed endpoint always has a reason
-        summary = "; ".join(f"{e.address}: {e.reason} ({e.detail})" for e in failed)
-        raise ProbeError(
-            first.reason,
-            f"{len(failed)} of {len(results)} addresses failed: {summary}",
-            facts=facts,
-            endpoints=results,
-        )
-    return Observation(facts=facts, endpoints=results)
+    await asyncio.gather(*(_probe_address(config, recorder.endpoint(a)) for a in addresses))
+    failed = recorder.failed_endpoints()
+    if failed is not None:
+        raise failed
 
 
-async def _addresses(config: TcpProbe, facts: Facts) -> list[str]:
+async def _addresses(config: TcpProbe, recorder: RunRecorder) -> list[str]:
     """Resolve through every configured source; the fallback stands in when none answers."""
     sources: dict[str, Sequence[str]] = {"system": ()}
     if config.resolvers:
@@ -147,18 +134,18 @@ async def _addresses(config: TcpProbe, facts: Facts) -> list[str]:
     outcomes = await asyncio.gather(*(_resolve(config, ns, limit) for ns in sources.values()))
     answers = dict(zip(sources, outcomes, strict=True))
     if len(answers) > 1:
-        _compare_answers(answers, facts)
+        _compare_answers(answers, recorder)
     if config.fallback_addresses:
-        facts["fallback_used"] = 0.0
+        recorder.fact("fallback_used", 0.0)
     found = [address for outcome in outcomes if isinstance(outcome, list) for address in outcome]
     if found:
         return list(dict.fromkeys(found))
     error = next(outcome for outcome in outcomes if isinstance(outcome, ProbeError))
     if not config.fallback_addresses:
-        raise ProbeError(error.reason, error.detail, facts=facts)
+        raise error
     # What the agent does too: Umbrella's client falls back to the published anycast address.
-    facts["fallback_used"] = 1.0
-    facts["resolve_error"] = f"{error.reason}: {error.detail}"
+    recorder.fact("fallback_used", 1.0)
+    recorder.fact("resolve_error", f"{error.reason}: {error.detail}")
     return list(config.fallback_addresses)
 
 
@@ -174,47 +161,35 @@ async def _resolve(
         return ProbeError(reason, f"{detail} (via {where})")
 
 
-def _compare_answers(answers: dict[str, list[str] | ProbeError], facts: Facts) -> None:
+def _compare_answers(answers: dict[str, list[str] | ProbeError], recorder: RunRecorder) -> None:
     """Record each source's addresses (or its failure) and whether the address sets differ."""
     sets = []
     for source, outcome in answers.items():
         if isinstance(outcome, ProbeError):
-            facts[f"addresses_{source}"] = f"failed: {outcome.reason}"
+            recorder.fact(f"addresses_{source}", f"failed: {outcome.reason}")
             sets.append(frozenset[str]())
         else:
-            facts[f"addresses_{source}"] = ",".join(outcome)
+            recorder.fact(f"addresses_{source}", ",".join(outcome))
             sets.append(frozenset(outcome))
-    facts["resolver_answers_differ"] = float(len(set(sets)) > 1)
+    recorder.fact("resolver_answers_differ", float(len(set(sets)) > 1))
 
 
-async def _probe_address(
-    config: TcpProbe, address: str, budget: float
-) -> tuple[EndpointResult, dict[str, float | str]]:
-    timer = PhaseTimer()
-    facts: dict[str, float | str] = {}
+async def _probe_address(config: TcpProbe, recorder: RunRecorder) -> None:
     try:
-        async with asyncio.timeout(max(budget, 0.0)):
-            await _handshake(config, address, timer, facts)
+        await _handshake(config, recorder)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a labelled endpoint result
-        reason, detail = reason_for(exc)
-        failed = EndpointResult(
-            address, success=False, reason=reason, phases=timer.durations, detail=detail
-        )
-        return failed, facts
-    ok = EndpointResult(
-        address, success=True, reason=None, phases=timer.durations, detail="connected"
-    )
-    return ok, facts
+        recorder.fail(*reason_for(exc))
+    else:
+        recorder.succeed("connected")
 
 
-async def _handshake(
-    config: TcpProbe, address: str, timer: PhaseTimer, facts: dict[str, float | str]
-) -> None:
-    with timer.measure("connect"):
+async def _handshake(config: TcpProbe, recorder: RunRecorder) -> None:
+    address = recorder.address
+    with recorder.phase("connect"):
         sock = await _net.tcp_connect(address, config.port, config.source_address)
     rtt = _net.kernel_rtt_seconds(sock)
     if rtt is not None:
-        facts["rtt_seconds"] = rtt
+        recorder.fact("rtt_seconds", rtt)
     check = config.proxy_check if config.proxy_check and config.proxy_check.enabled else None
     if config.tls is None and check is None:
         sock.close()
@@ -222,11 +197,12 @@ async def _handshake(
     reader, writer = await asyncio.open_connection(sock=sock, limit=_proxy.MAX_HEAD_BYTES)
     try:
         if config.tls is not None:
-            with timer.measure("tls"):
-                await _net.start_tls(writer, config.tls, config.host, facts)
+            with recorder.phase("tls"):
+                await _net.start_tls(writer, config.tls, config.host, recorder)
         if check is not None:
-            with timer.measure("proxy_connect"):
-                await _ask_proxy(check, reader, writer, f"{address}:{config.port}", facts)
+            peer = _net.host_port(address, config.port)
+            with recorder.phase("proxy_connect"):
+                await _ask_proxy(check, reader, writer, peer, recorder)
     finally:
         _net.discard(writer)
 
@@ -236,14 +212,14 @@ async def _ask_proxy(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     peer: str,
-    facts: Facts,
+    recorder: RunRecorder,
 ) -> None:
     """Send the check's request; an answer outside ``reachable_statuses`` is ``http_status``."""
     if check.method == "CONNECT":
         head = await _proxy.connect_tunnel(reader, writer, check.target, None, peer)
     else:
         head = await _proxy.forward_get(reader, writer, check.target, None, peer)
-    facts["proxy_status_code"] = float(head.status)
+    recorder.fact("proxy_status_code", float(head.status))
     if head.status not in check.reachable_statuses:
         raise ProbeError(
             FailureReason.HTTP_STATUS,
@@ -255,7 +231,6 @@ async def _ask_proxy(
 KIND = ProbeKind(
     name="tcp",
     config=TcpProbe,
-    phases=PHASES,
     run=run,
     facts={
         "rtt_seconds": "Kernel smoothed RTT of the first address's handshake (TCP_INFO).",

@@ -1,98 +1,103 @@
 """Derived protection states: rules over the latest probe results, with hysteresis.
 
-Each rule (one module beside this file, listed in :data:`RULES`) turns the latest results into
-verdicts, one per label set (a family, a proxy, a path). :class:`Hysteresis` changes a
-published state only after N consecutive identical verdicts, so one lost packet does not flap
-it. ``check`` uses the verdicts of its single run directly.
+Every module of this package but ``base`` is a rule and exposes ``RULE`` (a
+:class:`~exporter.status.base.StateRule`); :data:`RULES` is discovered from the package, so a
+new state is one module here. :class:`StateTracker` derives the published states on its own
+task; ``check`` uses the verdicts of its single run directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import asyncio
+import importlib
+import logging
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
 
-from exporter.config import Config
+from exporter.probes.base import ProbeConfig
 from exporter.results import ProbeResult
+from exporter.status.base import Hysteresis, StateRule, Verdict
 
-Labels = tuple[tuple[str, str], ...]
+__all__ = ["RULES", "RULES_BY_NAME", "StateTracker", "Verdict", "evaluate", "role_problem"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One state decision: ``egress_<metric>{labels, state}``; detail explains it.
+def _discover() -> tuple[StateRule, ...]:
+    """The ``RULE`` of every rule module in this package, by state name."""
+    rules = []
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            rule = importlib.import_module(f"{__name__}.{module.name}").RULE
+            rules.append(rule)
+    return tuple(sorted(rules, key=lambda rule: rule.name))
 
-    ``evidence`` names the probe runs the verdict was drawn from, so hysteresis counts a
-    verdict again only when new results back it.
+
+RULES: tuple[StateRule, ...] = _discover()
+RULES_BY_NAME: Mapping[str, StateRule] = {rule.name: rule for rule in RULES}
+
+
+def role_problem(probe: ProbeConfig) -> str | None:
+    """Why ``probe``'s ``counts_towards`` is unusable (unknown state or role...), or None."""
+    role = probe.counts_towards
+    if role is None:
+        return None
+    rule = RULES_BY_NAME.get(role.state)
+    if rule is None:
+        return f"unknown state '{role.state}' (known: {', '.join(RULES_BY_NAME)})"
+    return rule.check(probe, role)
+
+
+def evaluate(probes: Sequence[ProbeConfig], results: Mapping[str, ProbeResult]) -> list[Verdict]:
+    """Every rule's verdicts from the latest results (probes without a result yet are absent)."""
+    latest = dict(results)
+    return [verdict for rule in RULES for verdict in rule.evaluate(probes, latest)]
+
+
+class StateTracker:
+    """Publishes the derived states: evaluates the rules every ``period`` seconds, smoothed.
+
+    ``latest`` gives the latest result of every probe, ``publish`` receives the states to
+    export. A rule that raises is logged and retried next round; it never freezes the others.
     """
 
-    metric: str
-    labels: Labels
-    state: str
-    detail: str
-    evidence: frozenset[tuple[str, float]] = frozenset()
+    def __init__(
+        self,
+        latest: Callable[[], Mapping[str, ProbeResult]],
+        publish: Callable[[list[Verdict]], None],
+    ) -> None:
+        """Nothing is derived until :meth:`apply`."""
+        self._latest = latest
+        self._publish = publish
+        self._probes: Sequence[ProbeConfig] = ()
+        self._hysteresis = Hysteresis(3)
+        self._task: asyncio.Task[None] | None = None
 
+    def apply(self, probes: Sequence[ProbeConfig], consecutive: int) -> None:
+        """Derive from ``probes`` from now on, changing a state after ``consecutive`` verdicts."""
+        self._probes = probes
+        self._hysteresis.consecutive = consecutive
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="states")
 
-def evidence(results: Iterable[ProbeResult]) -> frozenset[tuple[str, float]]:
-    """The identity of the probe runs a verdict is drawn from."""
-    return frozenset((result.probe, result.finished_at) for result in results)
+    def update(self) -> None:
+        """One round: evaluate every rule and publish through the hysteresis."""
+        try:
+            verdicts = evaluate(self._probes, self._latest())
+        except Exception:
+            log.exception("deriving protection states failed")
+            return
+        self._publish(self._hysteresis.update(verdicts))
 
+    async def stop(self) -> None:
+        """Stop deriving."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
-@dataclass(frozen=True)
-class StateRule:
-    """A derived state: its metric, its closed set of states and how to decide it."""
-
-    metric: str
-    help: str
-    states: tuple[str, ...]
-    evaluate: Callable[[Config, Mapping[str, ProbeResult]], list[Verdict]]
-
-
-# Rule modules use Verdict and StateRule above, so they are imported after them.
-from exporter.status import dns, security_cloud, web  # noqa: E402
-
-RULES: tuple[StateRule, ...] = (dns.RULE, web.RULE, security_cloud.RULE)
-
-
-def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:
-    """Every rule's verdicts from the latest results (probes without a result yet are absent)."""
-    return [verdict for rule in RULES for verdict in rule.evaluate(config, results)]
-
-
-class Hysteresis:
-    """Publishes a state once the same verdict was reached ``consecutive`` times in a row."""
-
-    def __init__(self, consecutive: int) -> None:
-        """Start with nothing published."""
-        self.consecutive = consecutive
-        self._published: dict[tuple[str, Labels], Verdict] = {}
-        self._pending: dict[tuple[str, Labels], tuple[Verdict, int]] = {}
-
-    def update(self, verdicts: Sequence[Verdict]) -> list[Verdict]:
-        """Feed one round of verdicts; return the published states (label sets gone are dropped).
-
-        The first verdict for a label set is published at once: an exporter that just started
-        should say what it sees rather than nothing.
-        """
-        keys = set()
-        for verdict in verdicts:
-            key = (verdict.metric, verdict.labels)
-            keys.add(key)
-            current = self._published.get(key)
-            if current is None or current.state == verdict.state:
-                self._published[key] = verdict
-                self._pending.pop(key, None)
-                continue
-            pending, count = self._pending.get(key, (verdict, 0))
-            if pending.state != verdict.state:
-                count = 1
-            elif count == 0 or pending.evidence != verdict.evidence or not verdict.evidence:
-                count += 1  # the same stale results re-evaluated prove nothing new
-            if count >= self.consecutive:
-                self._published[key] = verdict
-                self._pending.pop(key, None)
-            else:
-                self._pending[key] = (verdict, count)
-        for key in set(self._published) - keys:
-            del self._published[key]
-            self._pending.pop(key, None)
-        return list(self._published.values())
+    async def _run(self) -> None:
+        while True:
+            self.update()
+            # As often as the most frequent probe can bring a new result.
+            await asyncio.sleep(min((p.interval for p in self._probes), default=1.0))

@@ -9,21 +9,21 @@ The module probes the Umbrella resolvers over UDP 443 (DNSCrypt) and UDP 53 and 
 - ``intercepted``: none answered correctly and at least one answer came from someone else;
 - ``unprotected``: every candidate failed.
 
-Candidates are ``dns`` probes with ``protection: candidate``; ``supporting`` probes (TCP 53 and
-443, needed for truncated answers) only mark the verdict degraded. The verdict's detail names
-every failed candidate with its reason, so the state explains itself.
+Members are ``dns`` probes with ``counts_towards: {state: dns_protection, role: candidate}``;
+``supporting`` probes (TCP 53 and 443, needed for truncated answers) only mark the verdict
+degraded. The verdict's detail names every failed candidate with its reason, so the state
+explains itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from exporter.config import Config
+from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
-from exporter.status import StateRule, Verdict, evidence
+from exporter.status.base import Member, StateRule
 
-METRIC = "dns_protection_state"
 STATES = (
     "protected_encrypted",
     "protected_unencrypted",
@@ -31,7 +31,7 @@ STATES = (
     "unprotected",
     "not_applicable",
 )
-FAMILIES = ("ipv4", "ipv6")
+CANDIDATE, SUPPORTING = "candidate", "supporting"
 ENCRYPTED_PORT = 443
 # Most specific first: the primary reason of an unprotected family (domain.md section 3).
 _SPECIFICITY = (
@@ -46,34 +46,13 @@ _SPECIFICITY = (
     FailureReason.TIMEOUT,
 )
 
-Outcome = tuple[DnsProbe, ProbeResult]
 
-
-def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:
-    """One verdict per family that has candidates with results."""
-    verdicts = []
-    for family in FAMILIES:
-        candidates = _outcomes(config, results, family, "candidate")
-        if candidates:
-            supporting = _outcomes(config, results, family, "supporting")
-            state = decide(candidates)
-            runs = [result for _, result in (*candidates, *supporting)]
-            detail = explain(state, candidates, supporting)
-            verdicts.append(Verdict(METRIC, (("family", family),), state, detail, evidence(runs)))
-    return verdicts
-
-
-def _outcomes(
-    config: Config, results: Mapping[str, ProbeResult], family: str, role: str
-) -> list[Outcome]:
-    return [
-        (probe, results[probe.name])
-        for probe in config.probes
-        if isinstance(probe, DnsProbe)
-        and probe.protection == role
-        and probe.family == family
-        and probe.name in results
-    ]
+def family_of(probe: ProbeConfig, role: StateRole) -> str:
+    """The ``family`` label: the resolver's address family (dns probes only)."""
+    del role  # the family comes from the probe
+    if not isinstance(probe, DnsProbe):
+        raise TypeError("dns_protection counts dns probes only")
+    return probe.family
 
 
 def had_no_route(result: ProbeResult) -> bool:
@@ -83,50 +62,63 @@ def had_no_route(result: ProbeResult) -> bool:
     )
 
 
-def decide(candidates: Sequence[Outcome]) -> str:
-    """The state from the candidates' latest results (the rule of domain.md section 3)."""
-    if all(had_no_route(result) for _, result in candidates):
+def decide(members: Sequence[Member]) -> tuple[str, str] | None:
+    """The state of one family from its candidates' latest results, and why."""
+    candidates = [m for m in members if m.role == CANDIDATE]
+    if not candidates:
+        return None
+    state = _state(candidates)
+    supporting = [m for m in members if m.role == SUPPORTING]
+    return state, explain(state, candidates, supporting)
+
+
+def _state(candidates: Sequence[Member]) -> str:
+    """The rule of domain.md section 3."""
+    if all(had_no_route(m.result) for m in candidates):
         return "not_applicable"
-    good = [probe for probe, result in candidates if result.success]
+    good = [m.probe for m in candidates if m.result.success]
     if not good:
-        if any(r.reason == FailureReason.DNS_INTERCEPTED for _, r in candidates):
+        if any(m.result.reason == FailureReason.DNS_INTERCEPTED for m in candidates):
             return "intercepted"
         return "unprotected"
-    if any(probe.port == ENCRYPTED_PORT for probe in good):
+    if any(isinstance(probe, DnsProbe) and probe.port == ENCRYPTED_PORT for probe in good):
         return "protected_encrypted"
     return "protected_unencrypted"
 
 
-def primary_reason(outcomes: Sequence[Outcome]) -> FailureReason | None:
-    """The most specific reason among failed outcomes."""
-    reasons = {result.reason for _, result in outcomes if result.reason is not None}
+def primary_reason(members: Sequence[Member]) -> FailureReason | None:
+    """The most specific reason among failed members."""
+    reasons = {m.result.reason for m in members if m.result.reason is not None}
     return next((reason for reason in _SPECIFICITY if reason in reasons), None)
 
 
-def explain(state: str, candidates: Sequence[Outcome], supporting: Sequence[Outcome]) -> str:
+def explain(state: str, candidates: Sequence[Member], supporting: Sequence[Member]) -> str:
     """Which candidates answered, and every failure with its reason."""
-    failed = [(p, r) for p, r in candidates if not r.success]
-    answered = len(candidates) - len(failed)
-    parts = [f"{answered} of {len(candidates)} candidates answered"]
+    failed = [m for m in candidates if not m.result.success]
+    parts = [f"{len(candidates) - len(failed)} of {len(candidates)} candidates answered"]
     primary = primary_reason(failed)
     if state in {"unprotected", "intercepted"} and primary is not None:
         parts.append(f"primary reason {primary}")
     if failed:
-        parts.append("failed: " + ", ".join(_failure(p, r) for p, r in failed))
-    broken = [(p, r) for p, r in supporting if not r.success]
+        parts.append("failed: " + ", ".join(_failure(m) for m in failed))
+    broken = [m for m in supporting if not m.result.success]
     if broken:
-        parts.append("degraded: " + ", ".join(_failure(p, r) for p, r in broken))
+        parts.append("degraded: " + ", ".join(_failure(m) for m in broken))
     return "; ".join(parts)
 
 
-def _failure(probe: DnsProbe, result: ProbeResult) -> str:
-    return f"{probe.name} ({probe.transport} {probe.target}) {result.reason}"
+def _failure(member: Member) -> str:
+    probe = member.probe
+    return f"{probe.name} ({probe.transport} {probe.target}) {member.result.reason}"
 
 
-RULE: StateRule = StateRule(
-    metric=METRIC,
+RULE = StateRule(
+    name="dns_protection",
     help="Umbrella DNS protection per address family, as the Roaming Module decides it "
     "(1 = current state).",
     states=STATES,
-    evaluate=evaluate,
+    roles=(CANDIDATE, SUPPORTING),
+    label="family",
+    label_of=family_of,
+    decide=decide,
 )

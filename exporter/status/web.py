@@ -2,77 +2,81 @@
 
 When the agent cannot complete a handshake with its SWG proxy it fails open: web traffic leaves
 directly, unprotected, and browsing still works, so nobody complains. A proxy (the ``tcp``
-probes naming it in ``swg_proxy``, e.g. one per port) is available when every one of its probes
-reached at least one address; an address that failed beside a working one is named in the
-detail but does not fail the proxy, since the agent can still get through.
+probes with ``counts_towards: {state: web_protection, role: gateway, labels: {proxy: NAME}}``,
+e.g. one per port) is available when every one of its probes reached at least one address; an
+address that failed beside a working one is named in the detail but does not fail the proxy,
+since the agent can still get through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from exporter.config import Config
+from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.tcp import TcpProbe
 from exporter.results import ProbeResult
-from exporter.status import StateRule, Verdict, evidence
+from exporter.status.base import Member, StateRule
 
-METRIC = "web_protection_state"
 AVAILABLE, FAIL_OPEN = "available", "fail_open"
 
 
-def evaluate(config: Config, results: Mapping[str, ProbeResult]) -> list[Verdict]:
-    """One verdict per SWG proxy that has at least one probe result."""
-    proxies: dict[str, list[tuple[TcpProbe, ProbeResult]]] = {}
-    for probe in config.probes:
-        if isinstance(probe, TcpProbe) and probe.swg_proxy and probe.name in results:
-            proxies.setdefault(probe.swg_proxy, []).append((probe, results[probe.name]))
-    return [_verdict(proxy, runs) for proxy, runs in proxies.items()]
+def proxy_of(probe: ProbeConfig, role: StateRole) -> str:
+    """The ``proxy`` label, given by the role (tcp probes only)."""
+    if not isinstance(probe, TcpProbe):
+        raise TypeError("web_protection counts tcp probes only")
+    proxy = role.labels.get("proxy")
+    if not proxy:
+        raise ValueError("web_protection needs labels: {proxy: <the SWG's name>}")
+    return proxy
 
 
-def _verdict(proxy: str, runs: Sequence[tuple[TcpProbe, ProbeResult]]) -> Verdict:
-    unreachable = [(probe, result) for probe, result in runs if not _reached(result)]
+def decide(members: Sequence[Member]) -> tuple[str, str]:
+    """``fail_open`` when a probe of the proxy reached none of its addresses."""
+    unreachable = [m for m in members if not _reached(m.result)]
     if unreachable:
-        problems = "; ".join(_failure(probe, result) for probe, result in unreachable)
-        detail = f"web traffic goes direct, unprotected: {problems}"
-        return Verdict(
-            METRIC, (("proxy", proxy),), FAIL_OPEN, detail, evidence(r for _, r in runs)
-        )
-    notes = [note for probe, result in runs for note in _notes(probe, result)]
-    detail = f"{len(runs)} of {len(runs)} probes reach the proxy"
+        problems = "; ".join(_failure(m) for m in unreachable)
+        return FAIL_OPEN, f"web traffic goes direct, unprotected: {problems}"
+    notes = [note for m in members for note in _notes(m)]
+    detail = f"{len(members)} of {len(members)} probes reach the proxy"
     if notes:
         detail += "; " + "; ".join(notes)
-    return Verdict(METRIC, (("proxy", proxy),), AVAILABLE, detail, evidence(r for _, r in runs))
+    return AVAILABLE, detail
 
 
 def _reached(result: ProbeResult) -> bool:
     return result.success or any(endpoint.success for endpoint in result.endpoints)
 
 
-def _failure(probe: TcpProbe, result: ProbeResult) -> str:
+def _failure(member: Member) -> str:
+    result = member.result
     failed = [e for e in result.endpoints if not e.success]
     if not failed:  # nothing to connect to: the name did not resolve
-        return f"{probe.target} unreachable: {result.reason} ({result.detail})"
+        return f"{member.probe.target} unreachable: {result.reason} ({result.detail})"
     addresses = ", ".join(f"{e.address} {e.reason}" for e in failed)
-    return f"{probe.target} unreachable: {addresses}"
+    return f"{member.probe.target} unreachable: {addresses}"
 
 
-def _notes(probe: TcpProbe, result: ProbeResult) -> list[str]:
+def _notes(member: Member) -> list[str]:
+    probe, result = member.probe, member.result
     notes = [
         f"{probe.target}: {e.address} failed ({e.reason})"
         for e in result.endpoints
         if not e.success
     ]
-    if result.facts.get("fallback_used"):
+    if result.facts.get("fallback_used") and isinstance(probe, TcpProbe):
         fallback = ", ".join(probe.fallback_addresses)
         error = result.facts.get("resolve_error")
         notes.append(f"{probe.target}: reached via fallback {fallback} (name: {error})")
     return notes
 
 
-RULE: StateRule = StateRule(
-    metric=METRIC,
+RULE = StateRule(
+    name="web_protection",
     help="Web protection per Secure Web Gateway proxy: 'fail_open' when the agent cannot "
     "reach it and sends web traffic direct, unprotected.",
     states=(AVAILABLE, FAIL_OPEN),
-    evaluate=evaluate,
+    roles=("gateway",),
+    label="proxy",
+    label_of=proxy_of,
+    decide=decide,
 )

@@ -23,9 +23,11 @@ from pydantic import ValidationError
 from exporter.probes import _dnscrypt
 from exporter.probes import dns as dns_kind
 from exporter.results import FailureReason
-from exporter.scheduler import execute
+from exporter.runner import execute
 
 SEED = bytes(range(1, 33))
+# Umbrella's debug answer, as the umbrella preset checks it.
+DEBUG_IDENTITY = {"check": "answer_regex", "regex": r"^server r\d+\.([a-z0-9-]+)$"}
 
 
 def _public_hex(seed: bytes) -> str:
@@ -61,14 +63,13 @@ def test_labels_come_from_config() -> None:
     assert _probe().family == "ipv4"
 
 
-def test_default_provider_key_is_umbrellas() -> None:
-    probe = _probe(identity={"check": "dnscrypt_cert"})
+def test_the_provider_key_comes_from_the_config() -> None:
+    with pytest.raises(ValidationError, match="provider_key"):
+        _probe(identity={"check": "dnscrypt_cert"})
+    probe = _probe(identity={"check": "dnscrypt_cert", "provider_key": _public_hex(SEED)})
     assert isinstance(probe.identity, dns_kind.DnsCryptIdentity)
-    assert (
-        _dnscrypt.provider_key_bytes(probe.identity.provider_key)
-        .hex()
-        .upper()
-        .startswith("B7351140206F")
+    assert _dnscrypt.provider_key_bytes(probe.identity.provider_key) == bytes.fromhex(
+        _public_hex(SEED)
     )
 
 
@@ -211,16 +212,16 @@ def _run(probe: dns_kind.DnsProbe):
 
 def test_debug_answer_gives_the_site(server: LoopbackServer) -> None:
     server.replier = lambda q: _txt_response(q, '"server r12.ams"', '"originid 0"').to_wire()
-    result = _run(_probe(port=server.port, identity={"check": "opendns_debug"}))
+    result = _run(_probe(port=server.port, identity=DEBUG_IDENTITY))
     assert result.success, result.detail
-    assert result.facts["site"] == "ams"
-    assert result.facts["answer_count"] == 2
+    assert result.facts["identity"] == "ams"
+    assert result.facts["answer_records"] == 2
     assert result.phases["request"] > 0
 
 
 def test_debug_answer_without_server_line_is_intercepted(server: LoopbackServer) -> None:
     server.replier = lambda q: _txt_response(q, '"I am your firewall"').to_wire()
-    result = _run(_probe(port=server.port, identity={"check": "opendns_debug"}))
+    result = _run(_probe(port=server.port, identity=DEBUG_IDENTITY))
     assert result.reason == FailureReason.DNS_INTERCEPTED
     assert "I am your firewall" in result.detail
 
@@ -330,7 +331,7 @@ def test_any_reply_ends_in_a_labelled_reason(
     shape: tuple[str, list[Mutation], int | None, bytes | None],
 ) -> None:
     server.replier = _garbage_replier(shape, protocol)
-    probe = _probe(port=server.port, protocol=protocol, identity={"check": "opendns_debug"})
+    probe = _probe(port=server.port, protocol=protocol, identity=DEBUG_IDENTITY)
     result = _run(probe)
     assert result.reason not in {FailureReason.INTERNAL_ERROR, FailureReason.TIMEOUT}, (
         result.detail

@@ -141,9 +141,9 @@ def test_everything_answers_protected_encrypted(lab: Lab, resolvers: None) -> No
     assert all(p["success"] for p in probes.values()), {n: p["detail"] for n, p in probes.items()}
     assert len(probes) == 17
     debug = probes["umbrella-dns-v4a-udp53-debug"]
-    assert debug["facts"]["site"] == "tst"
+    assert debug["facts"]["identity"] == "tst"
     assert debug["facts"]["rcode"] == 0
-    assert debug["facts"]["answer_count"] == 4
+    assert debug["facts"]["answer_records"] == 4
     assert debug["facts"]["truncated"] == 0
     assert debug["facts"]["answering_server"] == V4[0]
     assert set(debug["phases"]) == {"request"}
@@ -267,6 +267,9 @@ def test_ipv6_blackholed_is_unprotected_while_ipv4_works(lab: Lab, resolvers: No
 
 
 def _probe(name: str, server: str, query: str, **fields: Any) -> dict[str, Any]:
+    role = fields.pop("protection", None)
+    if role is not None:
+        fields["counts_towards"] = {"state": "dns_protection", "role": role}
     return {
         "name": name,
         "kind": "dns",

@@ -130,7 +130,7 @@ def test_dripping_body_is_bounded_by_the_timeout(lab: Lab, servers: None, ca_fil
     result = _check(lab, ca_file, url=f"https://{DOORMAN}/drip", timeout="1s")
     assert result["reason"] == "timeout"
     assert result["curl_code"] == 28
-    assert "in transfer" in result["detail"]
+    assert "in the transfer phase" in result["detail"]
     assert result["duration_seconds"] < 1.5
 
 
@@ -189,7 +189,7 @@ def test_dropped_healthcheck_is_timeout_in_connect(lab: Lab, servers: None, ca_f
     with lab.firewall(f"ip daddr {DOORMAN_ADDRESS} tcp dport 443 drop"):
         result = _check(lab, ca_file, timeout="1s")
     assert result["reason"] == "timeout"
-    assert "in connect" in result["detail"]
+    assert "in the connect phase" in result["detail"]
 
 
 def test_rejected_healthcheck_is_connection_refused(

@@ -13,6 +13,14 @@ from exporter.probes.tcp import ProxyCheck, TcpProbe
 BASE = {"name": "swg", "kind": "tcp", "host": "swg.example", "port": 443}
 
 
+def _proxy(probe: TcpProbe) -> str:
+    """The SWG a probe counts towards in the web protection state ("" for none)."""
+    role = probe.counts_towards
+    if role is None or role.state != "web_protection":
+        return ""
+    return role.labels["proxy"]
+
+
 def test_also_system_resolver_needs_resolvers() -> None:
     with pytest.raises(ValidationError, match="also_system_resolver needs 'resolvers'"):
         TcpProbe.model_validate({**BASE, "also_system_resolver": True})
@@ -40,8 +48,8 @@ def test_proxy_check_target(method: str, url: str, target: str) -> None:
 
 
 def test_default_run_probes_secure_access_on_both_ports() -> None:
-    swg = [p for p in builtin_config().probes if isinstance(p, TcpProbe) and p.swg_proxy]
-    assert {(p.swg_proxy, p.port) for p in swg} == {("secure-access", 443), ("secure-access", 80)}
+    swg = [p for p in builtin_config().probes if isinstance(p, TcpProbe) and _proxy(p)]
+    assert {(_proxy(p), p.port) for p in swg} == {("secure-access", 443), ("secure-access", 80)}
     assert all(p.also_system_resolver and p.resolvers for p in swg)
     assert all(p.proxy_check is not None and not p.proxy_check.enabled for p in swg)
 
@@ -52,16 +60,16 @@ def test_umbrella_sig_setting_adds_its_proxies_with_the_anycast_fallback(tmp_pat
         "presets:\n  - name: umbrella\n"
         "    settings: {swg_umbrella_sig: true, swg_http_port: 8080, swg_layer7: true}\n"
     )
-    swg = [p for p in load_config(path).probes if isinstance(p, TcpProbe) and p.swg_proxy]
+    swg = [p for p in load_config(path).probes if isinstance(p, TcpProbe) and _proxy(p)]
     by_proxy: dict[str, set[int]] = {}
     for probe in swg:
-        by_proxy.setdefault(probe.swg_proxy or "", set()).add(probe.port)
+        by_proxy.setdefault(_proxy(probe), set()).add(probe.port)
     assert by_proxy == {
         "secure-access": {443, 8080},
         "umbrella-sig": {443, 8080},
         "umbrella-sig-chain": {443, 8080},
     }
-    sig = [p for p in swg if p.swg_proxy == "umbrella-sig"]
+    sig = [p for p in swg if _proxy(p) == "umbrella-sig"]
     assert all(p.fallback_addresses == ["146.112.255.50"] for p in sig)
     methods = {
         p.port: p.proxy_check.method for p in swg if p.proxy_check and p.proxy_check.enabled

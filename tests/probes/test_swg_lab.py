@@ -120,7 +120,11 @@ def _probe(name: str, proxy: str, host: str, port: int, **settings: Any) -> dict
     return {
         "name": name,
         "kind": "tcp",
-        "swg_proxy": proxy,
+        "counts_towards": {
+            "state": "web_protection",
+            "role": "gateway",
+            "labels": {"proxy": proxy},
+        },
         "host": host,
         "port": port,
         "address_family": "ipv4",

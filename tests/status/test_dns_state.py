@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from exposition import scrape
 from status_runs import new_run
 
-from exporter.collector import EgressCollector, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config
 from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
-from exporter.status import RULES, Hysteresis
+from exporter.status import RULES
 from exporter.status import dns as dns_state
+from exporter.status.base import Hysteresis
 
 OK = None
 T = FailureReason.TIMEOUT
@@ -29,7 +30,7 @@ def _probe(name: str, server: str, port: int, protocol: str = "udp", role: str =
             "port": port,
             "protocol": protocol,
             "query": {"name": "debug.opendns.com", "type": "TXT"},
-            "protection": role,
+            "counts_towards": {"state": "dns_protection", "role": role},
         }
     )
 
@@ -61,7 +62,9 @@ def _results(**outcomes: FailureReason | str | None) -> dict[str, ProbeResult]:
 
 def _state(family: str, results: dict[str, ProbeResult]) -> tuple[str, str]:
     [verdict] = [
-        v for v in dns_state.evaluate(CONFIG, results) if v.labels == (("family", family),)
+        v
+        for v in dns_state.RULE.evaluate(CONFIG.probes, results)
+        if v.labels == (("family", family),)
     ]
     return verdict.state, verdict.detail
 
@@ -110,12 +113,12 @@ def test_supporting_tcp_failure_marks_degraded_without_changing_the_state() -> N
 
 def test_families_are_independent_and_only_those_with_results_appear() -> None:
     results = _results(v4a_443=OK, v6a_443=T, v6a_53=T)
-    verdicts = {v.labels: v.state for v in dns_state.evaluate(CONFIG, results)}
+    verdicts = {v.labels: v.state for v in dns_state.RULE.evaluate(CONFIG.probes, results)}
     assert verdicts == {
         (("family", "ipv4"),): "protected_encrypted",
         (("family", "ipv6"),): "unprotected",
     }
-    assert dns_state.evaluate(CONFIG, {}) == []
+    assert dns_state.RULE.evaluate(CONFIG.probes, {}) == []
 
 
 def test_one_family_without_route_is_not_applicable_while_the_other_is_protected() -> None:
@@ -140,7 +143,7 @@ def test_hysteresis_keeps_protection_through_one_lost_round() -> None:
         return _results(v4a_443=T, v4a_53=T, v4b_443=T, v4b_53=T)
 
     def published(results: dict[str, ProbeResult]) -> str:
-        [verdict] = hysteresis.update(dns_state.evaluate(CONFIG, results))
+        [verdict] = hysteresis.update(dns_state.RULE.evaluate(CONFIG.probes, results))
         return verdict.state
 
     assert published(good()) == "protected_encrypted"
@@ -162,12 +165,10 @@ def test_rule_is_registered_and_rendered_as_a_state_set() -> None:
     assert dns_state.RULE in RULES
     store = ResultStore()
     store.configure(CONFIG)
-    store.states = dns_state.evaluate(CONFIG, _results(v4a_443=T, v4a_53=OK))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EgressCollector(store))
-    text = generate_latest(registry).decode()
-    assert 'egress_dns_protection_state{family="ipv4",state="protected_unencrypted"} 1.0' in text
-    assert 'egress_dns_protection_state{family="ipv4",state="protected_encrypted"} 0.0' in text
+    store.states = dns_state.RULE.evaluate(CONFIG.probes, _results(v4a_443=T, v4a_53=OK))
+    text = scrape(store)
+    assert 'egress_dns_protection_state{family="ipv4",state="protected_unencrypted"} 1' in text
+    assert 'egress_dns_protection_state{family="ipv4",state="protected_encrypted"} 0' in text
     assert (
         len([line for line in text.splitlines() if line.startswith("egress_dns_protection")]) == 5
     )

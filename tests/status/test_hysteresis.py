@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.status import Hysteresis, Verdict
+from exporter.status.base import Hysteresis, Verdict
 
 FAMILY = (("family", "ipv4"),)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from exposition import scrape
 from status_runs import new_run
 
-from exporter.collector import EgressCollector, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config
 from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult
@@ -32,7 +32,9 @@ def _probe(name: str, url: str, proxy: str | None = None, member: bool = True) -
     settings: dict[str, object] = {"name": name, "kind": "http", "url": url}
     if proxy is not None:
         settings["proxy"] = {"url": proxy}
-    return HttpProbe.model_validate({**settings, "security_cloud": member})
+    if member:
+        settings["counts_towards"] = {"state": "security_cloud", "role": "healthcheck"}
+    return HttpProbe.model_validate(settings)
 
 
 DIRECT = tuple(_probe(f"d{i}", url) for i, url in enumerate(URLS))
@@ -52,7 +54,7 @@ def _states(direct: tuple, proxied: tuple = (OK, OK, OK)) -> dict[str, str]:
         for probe, reason in zip(probes, reasons, strict=True)
     }
     results["other"] = _result("other", STATUS)
-    return {dict(v.labels)["path"]: v.state for v in rule.evaluate(CONFIG, results)}
+    return {dict(v.labels)["path"]: v.state for v in rule.RULE.evaluate(CONFIG.probes, results)}
 
 
 @pytest.mark.parametrize(
@@ -79,12 +81,12 @@ def test_paths_are_independent() -> None:
 
 def test_probes_not_marked_security_cloud_do_not_count() -> None:
     results = {"other": _result("other", STATUS)}
-    assert rule.evaluate(CONFIG, results) == []
+    assert rule.RULE.evaluate(CONFIG.probes, results) == []
 
 
 def test_a_path_without_results_yet_has_no_verdict() -> None:
     results = {"d0": _result("d0", OK)}
-    [verdict] = rule.evaluate(CONFIG, results)
+    [verdict] = rule.RULE.evaluate(CONFIG.probes, results)
     assert verdict.labels == (("path", "direct"),)
     assert verdict.state == "reachable"
     assert verdict.detail == "1 of 1 healthchecks ok"
@@ -96,7 +98,7 @@ def test_detail_names_each_failure_with_its_curl_code() -> None:
         "p1": _result("p1", SLOW),
         "p2": _result("p2", STATUS),
     }
-    [verdict] = rule.evaluate(CONFIG, results)
+    [verdict] = rule.RULE.evaluate(CONFIG.probes, results)
     assert verdict.state == "unreachable"
     assert verdict.detail == (
         "0 of 3 healthchecks ok: p0 proxy_resolve_failed (curl 5); p1 slow (curl 28); "
@@ -109,7 +111,7 @@ def test_hysteresis_holds_the_state_until_consecutive_verdicts_agree() -> None:
 
     def published(outcomes: tuple) -> str:
         results = {p.name: _result(p.name, r) for p, r in zip(DIRECT, outcomes, strict=True)}
-        [verdict] = hysteresis.update(rule.evaluate(CONFIG, results))
+        [verdict] = hysteresis.update(rule.RULE.evaluate(CONFIG.probes, results))
         return verdict.state
 
     assert published((OK, OK, OK)) == "reachable"
@@ -121,13 +123,13 @@ def test_hysteresis_holds_the_state_until_consecutive_verdicts_agree() -> None:
 
 def test_state_set_metric() -> None:
     store = ResultStore()
-    store.states = rule.evaluate(CONFIG, {"d0": _result("d0", OK), "p0": _result("p0", DENIED)})
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EgressCollector(store))
-    text = generate_latest(registry).decode()
-    assert 'egress_security_cloud_state{path="direct",state="reachable"} 1.0' in text
-    assert 'egress_security_cloud_state{path="direct",state="unreachable"} 0.0' in text
-    assert f'egress_security_cloud_state{{path="{PROXY}",state="unreachable"}} 1.0' in text
+    store.states = rule.RULE.evaluate(
+        CONFIG.probes, {"d0": _result("d0", OK), "p0": _result("p0", DENIED)}
+    )
+    text = scrape(store)
+    assert 'egress_security_cloud_state{path="direct",state="reachable"} 1' in text
+    assert 'egress_security_cloud_state{path="direct",state="unreachable"} 0' in text
+    assert f'egress_security_cloud_state{{path="{PROXY}",state="unreachable"}} 1' in text
 
 
 @pytest.mark.parametrize(

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from exposition import scrape
 from status_runs import new_run
 
-from exporter.collector import EgressCollector, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config
 from exporter.probes.tcp import TcpProbe
 from exporter.results import EndpointResult, FailureReason, ProbeResult
-from exporter.status import RULES, Hysteresis, Verdict, web
+from exporter.status import RULES, web
+from exporter.status.base import Hysteresis, Verdict
 
 SA = ("146.112.61.106", "146.112.61.107")
 
 
+def _gateway(proxy: str) -> dict[str, Any]:
+    return {"state": "web_protection", "role": "gateway", "labels": {"proxy": proxy}}
+
+
 def _probe(name: str, port: int, proxy: str | None = "secure-access", **extra: Any) -> TcpProbe:
     return TcpProbe.model_validate(
-        {"name": name, "kind": "tcp", "host": "swg.example", "port": port, "swg_proxy": proxy}
+        {"name": name, "kind": "tcp", "host": "swg.example", "port": port}
+        | ({"counts_towards": _gateway(proxy)} if proxy else {})
         | extra
     )
 
@@ -46,7 +52,7 @@ def _result(
 
 
 def _states(*results: ProbeResult) -> dict[str, Verdict]:
-    verdicts = web.evaluate(CONFIG, {r.probe: r for r in results})
+    verdicts = web.RULE.evaluate(CONFIG.probes, {r.probe: r for r in results})
     return {dict(v.labels)["proxy"]: v for v in verdicts}
 
 
@@ -97,11 +103,11 @@ def test_probes_without_swg_proxy_or_without_a_result_give_no_verdict() -> None:
 
 def test_hysteresis_keeps_available_through_one_failed_round() -> None:
     hysteresis = Hysteresis(3)
-    up = web.evaluate(CONFIG, {"sa-https": _result(HTTPS, None, None)})
+    up = web.RULE.evaluate(CONFIG.probes, {"sa-https": _result(HTTPS, None, None)})
 
     def down() -> list[Verdict]:  # a new failed run each round
         failed = _result(HTTPS, FailureReason.TIMEOUT, FailureReason.TIMEOUT)
-        return web.evaluate(CONFIG, {"sa-https": failed})
+        return web.RULE.evaluate(CONFIG.probes, {"sa-https": failed})
 
     hysteresis.update(up)
     assert [v.state for v in hysteresis.update(down())] == ["available"]
@@ -113,9 +119,9 @@ def test_state_is_exported_as_a_state_set_per_proxy() -> None:
     assert web.RULE in RULES
     store = ResultStore()
     store.configure(CONFIG)
-    store.states = web.evaluate(CONFIG, {"sa-https": _result(HTTPS, FailureReason.TIMEOUT)})
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EgressCollector(store))
-    text = generate_latest(registry).decode()
-    assert 'egress_web_protection_state{proxy="secure-access",state="fail_open"} 1.0' in text
-    assert 'egress_web_protection_state{proxy="secure-access",state="available"} 0.0' in text
+    store.states = web.RULE.evaluate(
+        CONFIG.probes, {"sa-https": _result(HTTPS, FailureReason.TIMEOUT)}
+    )
+    text = scrape(store)
+    assert 'egress_web_protection_state{proxy="secure-access",state="fail_open"} 1' in text
+    assert 'egress_web_protection_state{proxy="secure-access",state="available"} 0' in text
