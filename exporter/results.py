@@ -220,18 +220,18 @@ class RunRecorder:
     the engine owns the only timeout and, when it fires, reads from the recorder the phase in
     progress (and the reason a timeout there means, e.g. ``proxy_connect_failed`` while waiting
     for the proxy) and finishes the addresses still in flight as timeouts. Sub-results of a run
-    that fans out (one per resolved address) are child recorders; the ``primary`` child's phases
+    that fans out (one per address tried) are child recorders; a ``mirrored`` child's phases
     and facts are also the run's own (the first address of a ``tcp`` probe).
     """
 
-    def __init__(self, address: str = "", parent: RunRecorder | None = None) -> None:
-        """A run's recorder, or (with ``parent``) the recorder of one of its addresses."""
+    def __init__(self, address: str = "", mirror_to: RunRecorder | None = None) -> None:
+        """A run's recorder, or that of one of its addresses (``mirror_to``: its run)."""
         self.address = address
         self.durations: dict[str, float] = {}
         self.facts: Facts = {}
         self.step: _Step | None = None
         self.outcome: EndpointResult | None = None
-        self._parent = parent
+        self._mirror_to = mirror_to
         self._children: list[RunRecorder] = []
 
     @contextlib.contextmanager
@@ -265,22 +265,18 @@ class RunRecorder:
     def add(self, phase: str, seconds: float) -> None:
         """Record ``seconds`` more spent in ``phase`` (e.g. from a kernel timestamp)."""
         self.durations[phase] = self.durations.get(phase, 0.0) + seconds
-        if self._parent is not None and self._parent._primary is self:  # noqa: SLF001 - same class
-            self._parent.add(phase, seconds)
+        if self._mirror_to is not None:
+            self._mirror_to.add(phase, seconds)
 
     def fact(self, name: str, value: float | str) -> None:
-        """Record a fact (a primary address's facts are the run's too)."""
+        """Record a fact (a mirrored address's facts are the run's too)."""
         self.facts[name] = value
-        if self._parent is not None and self._parent._primary is self:  # noqa: SLF001 - same class
-            self._parent.fact(name, value)
+        if self._mirror_to is not None:
+            self._mirror_to.fact(name, value)
 
-    @property
-    def _primary(self) -> RunRecorder | None:
-        return self._children[0] if self._children else None
-
-    def endpoint(self, address: str) -> RunRecorder:
-        """A recorder for one address; the first one created is the primary."""
-        child = RunRecorder(address, parent=self)
+    def endpoint(self, address: str, *, mirror: bool = False) -> RunRecorder:
+        """A recorder for one address tried; ``mirror``: its phases and facts are the run's."""
+        child = RunRecorder(address, mirror_to=self if mirror else None)
         self._children.append(child)
         return child
 

@@ -209,7 +209,8 @@ async def _fan_out(config: HangProbe, recorder: RunRecorder) -> None:
         with address.phase("connect"):
             await asyncio.Event().wait()
 
-    await asyncio.gather(silent(recorder.endpoint("192.0.2.1")), refused(recorder.endpoint("::1")))
+    first, second = recorder.endpoint("192.0.2.1", mirror=True), recorder.endpoint("::1")
+    await asyncio.gather(silent(first), refused(second))
     raise ProbeError(FailureReason.INTERNAL_ERROR, "not reached")
 
 

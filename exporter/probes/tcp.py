@@ -116,7 +116,8 @@ async def run(config: TcpProbe, recorder: RunRecorder) -> None:
         addresses = await _addresses(config, recorder)
     if config.first_address_only:
         addresses = addresses[:1]
-    await asyncio.gather(*(_probe_address(config, recorder.endpoint(a)) for a in addresses))
+    endpoints = [recorder.endpoint(a, mirror=i == 0) for i, a in enumerate(addresses)]
+    await asyncio.gather(*(_probe_address(config, endpoint) for endpoint in endpoints))
     failed = recorder.failed_endpoints()
     if failed is not None:
         raise failed
