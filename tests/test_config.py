@@ -113,8 +113,8 @@ def test_secret_needs_exactly_one_source(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_an_inherited_timeout_fits_a_shorter_interval(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
-    probe = "{name: a, kind: tcp, host: h, port: 1, interval: 2s}"
-    path.write_text(f"defaults: {{timeout: 5s}}\nprobes:\n  - {probe}\n")
+    entry = "{name: a, kind: tcp, host: h, port: 1, interval: 2s}"
+    path.write_text(f"defaults: {{timeout: 5s}}\nprobes:\n  - {entry}\n")
     probe = load_config(path).probe("a")
     assert (probe.interval, probe.timeout) == (2.0, 2.0)
 

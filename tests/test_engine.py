@@ -67,7 +67,7 @@ class Sleeper:
 def sleeper(monkeypatch: pytest.MonkeyPatch) -> Sleeper:
     sleeper = Sleeper()
     kind = ProbeKind(name="sleep", config=SleepProbe, run=sleeper.run, facts={})
-    monkeypatch.setitem(KINDS, "sleep", kind)  # type: ignore[index]
+    monkeypatch.setitem(KINDS, "sleep", kind)  # type: ignore[index, unused-ignore]
     return sleeper
 
 
@@ -237,7 +237,7 @@ def test_a_timeout_keeps_the_kinds_verdict_phases_and_endpoints(
     monkeypatch: pytest.MonkeyPatch, run: Any, reason: FailureReason, detail: str
 ) -> None:
     kind = ProbeKind(name="hang", config=HangProbe, run=run, facts={})
-    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index]
+    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index, unused-ignore]
     probe = HangProbe(name="h", kind="hang", timeout=2)
     result = run_virtual(lambda: execute(probe))
     assert (result.reason, result.detail) == (reason, detail)
@@ -248,7 +248,7 @@ def test_addresses_in_flight_at_the_timeout_are_timeouts_in_their_phase(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kind = ProbeKind(name="hang", config=HangProbe, run=_fan_out, facts={})
-    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index]
+    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index, unused-ignore]
     result = run_virtual(lambda: execute(HangProbe(name="h", kind="hang", timeout=2)))
     silent, refused = result.endpoints
     assert (silent.address, silent.reason) == ("192.0.2.1", FailureReason.TIMEOUT)

@@ -38,7 +38,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self._selector = _VirtualSelector(self._selector, self)  # type: ignore[has-type,assignment]
+        real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
+        self._selector = _VirtualSelector(real, self)
 
     def time(self) -> float:
         return self.now

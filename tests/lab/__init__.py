@@ -246,7 +246,7 @@ class Lab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}: {self.logs()}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}: {self.logs()}")
             listing = self.ns(ns, "ss", "-H", flag).stdout
             if any(wanted in line.split() for line in listing.splitlines()):
                 return

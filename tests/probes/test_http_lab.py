@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -266,7 +267,10 @@ def test_proxy_auth_with_password_from_the_environment(
     assert _check(lab, ca_file, proxy=_proxy(AUTH_PROXY_PORT, **auth))["success"]
     # A variable that is not set is caught when the config loads, naming the key.
     monkeypatch.delenv("EGRESS_LAB_UNSET_PASSWORD", raising=False)
-    wrong = {"username": PROXY_USER, "password": {"env": "EGRESS_LAB_UNSET_PASSWORD"}}
+    wrong: dict[str, Any] = {
+        "username": PROXY_USER,
+        "password": {"env": "EGRESS_LAB_UNSET_PASSWORD"},
+    }
     probe = {"name": "hc", "kind": "http", "url": HEALTHCHECK, "proxy": _proxy(**wrong)}
     with pytest.raises(ConfigError, match=r"probes\[0\]\.proxy\.password: environment variable"):
         load_config(lab.write_config({"probes": [probe]}))

@@ -12,8 +12,8 @@ from exporter.collector import ResultStore
 from exporter.config import Config
 from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult
-from exporter.status import Hysteresis
 from exporter.status import security_cloud as rule
+from exporter.status.base import Hysteresis
 
 OK = None
 SLOW = FailureReason.SLOW
