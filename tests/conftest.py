@@ -13,6 +13,16 @@ from lab import Lab, build_lab, missing_requirements
 from lab.stack import missing_stack_tools
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the lab (directly or through a fixture) ``lab``.
+
+    ``pytest -m "not lab"`` then runs what needs no root, namespaces or Debian daemons.
+    """
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+
+
 def require(reason: str | None) -> None:
     """Skip when ``reason`` says something is missing, or fail when CI requires the lab."""
     if reason is None:
