@@ -49,7 +49,7 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from exporter import __version__
 from exporter.config import Config
@@ -140,6 +140,20 @@ PROBE_FAMILIES: tuple[Family, ...] = (
     *FACTS.values(),
 )
 _POSITION = {family.name: index for index, family in enumerate(PROBE_FAMILIES)}
+(
+    _INFO,
+    _INTERVAL,
+    _SUCCESS,
+    _DURATION,
+    _PHASES,
+    _LAST_RUN,
+    _LAST_SUCCESS,
+    _LAST_FAILURE,
+    _RUNS,
+    _FAILURES,
+    _ENDPOINTS,
+    _ENDPOINT_FAILURES,
+) = range(12)
 
 
 def label_value(value: str) -> str:
@@ -164,20 +178,33 @@ def info_labels(config: ProbeConfig) -> dict[str, str]:
     return dict(zip(INFO_LABELS, (*values, config.transport, config.family), strict=True))
 
 
-@dataclass
 class ProbeRecord:
-    """Everything kept about one configured probe, and its rendered exposition lines."""
+    """Everything kept about one configured probe, and its rendered exposition lines.
 
-    config: ProbeConfig
-    last: ProbeResult | None = None
-    runs: int = 0
-    failures: Counter[FailureReason] = field(default_factory=Counter)
-    last_success_at: float | None = None
-    last_failure: ProbeResult | None = None
-    lines: list[str] = field(default_factory=list)
+    What never changes for a probe (its info line, the start of each of its series, the phases
+    its config goes through) is rendered once; a result renders only the values.
+    """
 
-    def __post_init__(self) -> None:
-        """Render the lines a probe has before its first run (info, interval, counter)."""
+    def __init__(self, config: ProbeConfig) -> None:
+        """A probe that has not run yet: info, interval and a zero run counter."""
+        self.config = config
+        self.last: ProbeResult | None = None
+        self.runs = 0
+        self.failures: Counter[FailureReason] = Counter()
+        self.last_success_at: float | None = None
+        self.last_failure: ProbeResult | None = None
+        me = f'probe="{label_value(config.name)}"'
+        # "name{probe="x"" per family: a series is that, ",extra" when it has more labels, "}".
+        self._starts = [f"{family.name}{{{me}" for family in PROBE_FAMILIES]
+        info = ",".join(f'{k}="{label_value(v)}"' for k, v in info_labels(config).items())
+        self._info = f"{INFO.name}{{{info}}} 1\n"
+        self._phases = config.phases
+        self._facts = {
+            fact: _POSITION[family.name]
+            for (kind, fact), family in FACTS.items()
+            if kind == config.kind
+        }
+        self.lines: list[str] = []
         self.render()
 
     def record(self, result: ProbeResult) -> None:
@@ -194,42 +221,42 @@ class ProbeRecord:
     def render(self) -> None:
         """Render this probe's lines, one string per family of :data:`PROBE_FAMILIES`."""
         lines = [""] * len(PROBE_FAMILIES)
-        me = f'probe="{label_value(self.config.name)}"'
+        starts = self._starts
 
-        def put(family: Family, value: float, extra: str = "") -> None:
-            labels = f"{me},{extra}" if extra else me
-            lines[_POSITION[family.name]] += f"{family.name}{{{labels}}} {number(value)}\n"
+        def put(index: int, value: float, extra: str = "") -> None:
+            lines[index] += f"{starts[index]}{extra}}} {number(value)}\n"
 
-        info = ",".join(f'{k}="{label_value(v)}"' for k, v in info_labels(self.config).items())
-        lines[_POSITION[INFO.name]] = f"{INFO.name}{{{info}}} 1\n"
-        put(INTERVAL, self.config.interval)
-        put(RUNS, self.runs)
+        lines[_INFO] = self._info
+        put(_INTERVAL, self.config.interval)
+        put(_RUNS, self.runs)
         for reason, count in sorted(self.failures.items()):
-            put(FAILURES, count, f'reason="{reason}"')
+            put(_FAILURES, count, f',reason="{reason}"')
         if self.last_success_at is not None:
-            put(LAST_SUCCESS, self.last_success_at)
+            put(_LAST_SUCCESS, self.last_success_at)
         failure = self.last_failure
         if failure is not None and failure.reason is not None:
-            put(LAST_FAILURE, failure.finished_at, f'reason="{failure.reason}"')
-        if self.last is not None:
-            self._render_last(self.last, put)
+            put(_LAST_FAILURE, failure.finished_at, f',reason="{failure.reason}"')
+        last = self.last
+        if last is not None:
+            put(_SUCCESS, float(last.success))
+            put(_DURATION, last.duration_seconds)
+            put(_LAST_RUN, last.finished_at)
+            for phase in self._phases:
+                put(_PHASES, last.phases.get(phase, 0.0), f',phase="{phase}"')
+            self._render_endpoints(last, put)
+            for fact, value in last.facts.items():
+                index = self._facts.get(fact)
+                if index is not None and isinstance(value, int | float):
+                    put(index, float(value))
         self.lines = lines
 
-    def _render_last(self, last: ProbeResult, put: Callable[[Family, float, str], None]) -> None:
-        put(SUCCESS, float(last.success), "")
-        put(DURATION, last.duration_seconds, "")
-        put(LAST_RUN, last.finished_at, "")
-        for phase in self.config.phases:
-            put(PHASES, last.phases.get(phase, 0.0), f'phase="{phase}"')
+    @staticmethod
+    def _render_endpoints(last: ProbeResult, put: Callable[[int, float, str], None]) -> None:
         if last.endpoints:
-            put(ENDPOINTS, len(last.endpoints), "")
+            put(_ENDPOINTS, len(last.endpoints), "")
             reasons = Counter(e.reason for e in last.endpoints if e.reason is not None)
             for reason, count in sorted(reasons.items()):
-                put(ENDPOINT_FAILURES, count, f'reason="{reason}"')
-        for fact, value in last.facts.items():
-            family = FACTS.get((self.config.kind, fact))
-            if family is not None and isinstance(value, int | float):
-                put(family, float(value), "")
+                put(_ENDPOINT_FAILURES, count, f',reason="{reason}"')
 
 
 class ResultStore:
@@ -241,6 +268,9 @@ class ResultStore:
     def __init__(self, loop_lag: Callable[[], float] = lambda: 0.0) -> None:
         """Start empty; :meth:`configure` adds the probes. ``loop_lag`` is read per scrape."""
         self.records: dict[str, ProbeRecord] = {}
+        # Per family, every probe's lines in config order: a scrape joins these lists.
+        self.columns: list[list[str]] = [[] for _ in PROBE_FAMILIES]
+        self._index: dict[str, int] = {}
         self.states: list[Verdict] = []
         self.reload_successful = True
         self.reload_success_at = 0.0
@@ -258,6 +288,8 @@ class ResultStore:
             old = self.records.get(probe.name)
             records[probe.name] = old if old and old.config == probe else ProbeRecord(probe)
         self.records = records
+        self._index = {name: index for index, name in enumerate(records)}
+        self.columns = [[r.lines[i] for r in records.values()] for i in range(len(PROBE_FAMILIES))]
         self.reload_successful = True
         self.reload_success_at = time.time()
         self.generation += 1
@@ -267,6 +299,9 @@ class ResultStore:
         record = self.records.get(result.probe)
         if record is not None:
             record.record(result)
+            index = self._index[result.probe]
+            for column, line in zip(self.columns, record.lines, strict=True):
+                column[index] = line
             self.generation += 1
 
     def publish(self, states: list[Verdict]) -> None:
@@ -322,10 +357,9 @@ class Exposition:
         store, now = self.store, time.monotonic()
         if store.generation == self._generation or now - self._rendered_at < self._reuse_seconds:
             return self._probes
-        records = list(store.records.values())
         parts: list[str] = []
-        for index, family in enumerate(PROBE_FAMILIES):
-            samples = "".join([record.lines[index] for record in records])
+        for family, column in zip(PROBE_FAMILIES, store.columns, strict=True):
+            samples = "".join(column)
             if samples:
                 parts += (family.header, samples)
         self._probes = "".join(parts).encode()
