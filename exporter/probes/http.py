@@ -167,6 +167,8 @@ async def run(config: HttpProbe, timer: PhaseTimer) -> Observation:
         raise attempt.timed_out(time.monotonic() - started) from None
     except Exception as exc:  # every failure keeps the facts learnt so far
         reason, detail = reason_for(exc)
+        if config.proxy is not None:  # a proxy may echo our Proxy-Authorization back
+            detail = config.proxy.redact(detail)
         raise ProbeError(reason, detail, facts=attempt.facts) from exc
     elapsed = time.monotonic() - started
     if elapsed > config.budget:
