@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
@@ -50,10 +51,16 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def make_app(
-    runtime: Runtime, registry: CollectorRegistry, telemetry_path: str = "/metrics"
+    runtime: Runtime,
+    registry: CollectorRegistry,
+    telemetry_path: str = "/metrics",
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
-    """Build the application around a runtime and a metrics registry."""
-    app = web.Application()
+    """Build the application around a runtime and a metrics registry.
+
+    ``middlewares`` guard every endpoint (exporter.websecurity: auth, limits, reload guard).
+    """
+    app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app.router.add_get("/", _landing_page(telemetry_path))
     app.router.add_get(telemetry_path, make_aiohttp_handler(registry))

@@ -1,0 +1,511 @@
+"""``--web.config.file``: the exporter toolkit's ``web-config.yml`` (TLS, basic auth, headers).
+
+Keys, defaults and checks follow prometheus/exporter-toolkit (docs/web-configuration.md,
+web/tls_config.go, web/handler.go), so one file serves node_exporter, blackbox_exporter and this
+exporter alike. Where Python's ``ssl`` cannot do what Go's ``crypto/tls`` does, the key is
+refused with the reason instead of being silently ignored:
+
+* inline ``cert`` and ``key``: ``SSLContext.load_cert_chain`` reads files only;
+* ``client_auth_type`` ``RequestClientCert`` / ``RequireAnyClientCert``: OpenSSL verifies every
+  certificate a client presents, so an unverified one cannot be accepted (the toolkit's docs call
+  these values insecure anyway);
+* more than one ``curve_preferences`` entry: ``SSLContext.set_ecdh_curve`` sets one group;
+* ``http_server_config.http2: true``: aiohttp serves HTTP/1.1 only.
+
+Relative file names are relative to the web config file's directory, as in the toolkit.
+Errors name file, line and key, like the probe config's (``web.yml:3:
+tls_server_config.min_version: ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.config import (
+    ConfigError,
+    Document,
+    Location,
+    located_problem,
+    read_yaml,
+    validation_issues,
+)
+from exporter.probes.base import StrictModel, parse_duration
+
+log = logging.getLogger(__name__)
+
+# Go crypto/tls version names (tls_config.go tlsVersions).
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# Go crypto/tls CurveID names (tls_config.go curves) -> OpenSSL group names.
+CURVES = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+# The names Go's tls.CipherSuites() accepts, with their IANA code points (IANA "TLS Cipher
+# Suites" registry). OpenSSL names them differently; the code point joins the two.
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": 0x002F,
+    "TLS_RSA_WITH_AES_256_CBC_SHA": 0x0035,
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": 0x009C,
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": 0x009D,
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": 0xC009,
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": 0xC00A,
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": 0xC013,
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": 0xC014,
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": 0xC02B,
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": 0xC02C,
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": 0xC02F,
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": 0xC030,
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": 0xCCA8,
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": 0xCCA9,
+}
+# TLS 1.3 suites are not configurable in Go either: accepted, without effect (as there).
+TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+CLIENT_AUTH = {
+    "": ssl.CERT_NONE,
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
+# handler.go extraHTTPHeaders: the headers that may be set, and their allowed values if fixed.
+HEADERS: Mapping[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+# A modular-crypt bcrypt hash: $2a$/$2b$/$2y$ (htpasswd -B writes 2y), two cost digits, 53
+# characters of salt and digest (OpenBSD bcrypt(3)).
+_BCRYPT = re.compile(r"^\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
+
+
+def _choice(known: Mapping[str, object], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"unknown {what} '{value}' (known: {', '.join(known)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _cipher_suite(name: str) -> str:
+    if name not in CIPHER_SUITES and name not in TLS13_SUITES:
+        raise ValueError(
+            f"unknown cipher suite '{name}' (Go crypto/tls names, e.g. "
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)"
+        )
+    return name
+
+
+def _bcrypt_hash(value: str) -> str:
+    match = _BCRYPT.match(value)
+    if match is None or not 4 <= int(match["cost"]) <= 31:
+        raise ValueError(
+            "not a bcrypt hash ($2y$10$ and 53 characters, as `htpasswd -nBC 10 USER` prints "
+            "after the colon)"
+        )
+    return value
+
+
+def _rate_interval(value: object) -> float:
+    return 0.0 if value in {0, "0", "0s"} else parse_duration(value)
+
+
+TlsVersionName = Annotated[str, _choice(TLS_VERSIONS, "TLS version")]
+
+
+class TlsServerConfig(StrictModel):
+    """``tls_server_config``: the listener's certificate, client verification, versions."""
+
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_auth_type: str = ""
+    client_ca_file: str | None = None
+    client_allowed_sans: list[str] | None = None
+    min_version: TlsVersionName = "TLS12"
+    max_version: TlsVersionName = "TLS13"
+    cipher_suites: list[Annotated[str, AfterValidator(_cipher_suite)]] = Field(
+        default_factory=list
+    )
+    prefer_server_cipher_suites: bool = True
+    curve_preferences: list[Annotated[str, _choice(CURVES, "curve")]] = Field(default_factory=list)
+
+    @field_validator("curve_preferences")
+    @classmethod
+    def _one_curve(cls, curves: list[str]) -> list[str]:
+        if len(curves) > 1:
+            raise ValueError(
+                "Python's ssl sets one curve only (SSLContext.set_ecdh_curve): list one"
+            )
+        return curves
+
+    @property
+    def enabled(self) -> bool:
+        """Whether TLS is configured at all (the toolkit's ``TLSConfig.IsEnabled``)."""
+        return any(
+            (
+                self.cert,
+                self.key,
+                self.cert_file,
+                self.key_file,
+                self.client_ca_file,
+                self.client_ca,
+                self.client_auth_type,
+            )
+        )
+
+
+Problem = tuple[str, str]  # (key inside tls_server_config, message)
+
+
+def _tls_problems(tls: TlsServerConfig) -> list[Problem]:
+    """What makes a TLS section unusable, each with the key to point at."""
+    problems = []
+    if tls.cert is not None or tls.key is not None:
+        inline = "cert" if tls.cert is not None else "key"
+        problems.append(
+            (
+                inline,
+                (
+                    "inline 'cert' and 'key' are not supported (Python's ssl loads "
+                    "a key pair only from files): use cert_file and key_file"
+                ),
+            )
+        )
+    problems += _client_auth_problems(tls)
+    if tls.enabled and not (tls.cert_file and tls.key_file):
+        problems.append(
+            (
+                "cert_file" if not tls.cert_file else "key_file",
+                "TLS needs both cert_file and key_file",
+            )
+        )
+    if TLS_VERSIONS[tls.min_version] > TLS_VERSIONS[tls.max_version]:
+        problems.append(
+            ("min_version", f"{tls.min_version} is above max_version {tls.max_version}")
+        )
+    return problems
+
+
+def _client_auth_problems(tls: TlsServerConfig) -> list[Problem]:
+    problems = []
+    if tls.client_auth_type in _UNVERIFIED_CLIENT_AUTH:
+        problems.append(
+            (
+                "client_auth_type",
+                (
+                    f"{tls.client_auth_type} is not supported (OpenSSL "
+                    "verifies every client certificate): use RequireAndVerifyClientCert"
+                ),
+            )
+        )
+    elif tls.client_auth_type not in CLIENT_AUTH:
+        known = [k for k in CLIENT_AUTH if k]
+        problems.append(
+            (
+                "client_auth_type",
+                f"invalid value '{tls.client_auth_type}' (known: {', '.join(known)})",
+            )
+        )
+    verifies = CLIENT_AUTH.get(tls.client_auth_type, ssl.CERT_NONE) != ssl.CERT_NONE
+    ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
+    if (tls.client_ca_file or tls.client_ca) and not verifies:
+        problems.append(
+            (
+                ca_key,
+                (
+                    "a client CA is configured without a client_auth_type: set "
+                    "client_auth_type: RequireAndVerifyClientCert"
+                ),
+            )
+        )
+    if tls.client_ca_file and tls.client_ca:
+        problems.append(("client_ca", "give client_ca or client_ca_file, not both"))
+    if tls.client_allowed_sans is not None and not verifies:
+        problems.append(
+            ("client_allowed_sans", "needs client_auth_type RequireAndVerifyClientCert")
+        )
+    return problems
+
+
+class HttpServerConfig(StrictModel):
+    """``http_server_config``: response headers (and ``http2``, which cannot be honoured)."""
+
+    http2: bool | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("http2")
+    @classmethod
+    def _no_http2(cls, http2: bool | None) -> bool | None:
+        if http2:
+            raise ValueError(
+                "true cannot be honoured (aiohttp serves HTTP/1.1 only): remove "
+                "the key or set it to false"
+            )
+        return http2
+
+    @field_validator("headers")
+    @classmethod
+    def _known_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if name not in HEADERS:
+                raise ValueError(
+                    f"HTTP header '{name}' can not be configured (known: {', '.join(HEADERS)})"
+                )
+            allowed = HEADERS[name]
+            if allowed and value not in allowed:
+                raise ValueError(
+                    f"invalid value for {name}: expected one of {list(allowed)}, got '{value}'"
+                )
+        return headers
+
+
+class RateLimit(StrictModel):
+    """``rate_limit``: a token bucket over all requests; ``interval: 0`` (default) disables it."""
+
+    interval: Annotated[float, BeforeValidator(_rate_interval)] = 0.0
+    burst: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _burst_with_interval(self) -> RateLimit:
+        if self.interval and self.burst < 1:
+            raise ValueError(
+                "burst must be at least 1 when interval is set (0 would refuse every request)"
+            )
+        return self
+
+
+class WebConfigFile(StrictModel):
+    """The top level of a web config file."""
+
+    tls_server_config: TlsServerConfig = Field(default_factory=TlsServerConfig)
+    http_server_config: HttpServerConfig = Field(default_factory=HttpServerConfig)
+    basic_auth_users: dict[str, Annotated[str, AfterValidator(_bcrypt_hash)]] = Field(
+        default_factory=dict
+    )
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A validated web config: the model, and the TLS context built from its files (or None)."""
+
+    source: str
+    model: WebConfigFile
+    tls: ssl.SSLContext | None
+    files: tuple[Path, ...]
+
+    @property
+    def users(self) -> Mapping[str, str]:
+        """User name -> bcrypt hash; empty when basic auth is off."""
+        return self.model.basic_auth_users
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read and validate ``path``, loading its certificate, key and client CA.
+
+    Raises ConfigError naming file, line and key for every problem.
+    """
+    document = read_yaml(path)
+    if not isinstance(document.data, dict):
+        raise ConfigError([f"{document.path}:1: (top level): must be a mapping"])
+    try:
+        model = WebConfigFile.model_validate(document.data)
+    except ValidationError as exc:
+        issues = validation_issues(exc)
+        raise ConfigError([located_problem(document, loc, msg) for loc, msg in issues]) from None
+    tls = model.tls_server_config
+    problems = [
+        located_problem(document, ("tls_server_config", key), message)
+        for key, message in _tls_problems(tls)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    base = Path(path).parent
+    files = tuple(
+        base / name for name in (tls.cert_file, tls.key_file, tls.client_ca_file) if name
+    )
+    context = _tls_context(tls, base, document) if tls.enabled else None
+    return WebConfig(str(path), model, context, files)
+
+
+def _problem(document: Document, key: str, message: str) -> ConfigError:
+    location: Location = ("tls_server_config", key)
+    return ConfigError([located_problem(document, location, message)])
+
+
+def _tls_context(tls: TlsServerConfig, base: Path, document: Document) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[tls.min_version]
+    context.maximum_version = TLS_VERSIONS[tls.max_version]
+    cert, key = base / (tls.cert_file or ""), base / (tls.key_file or "")  # both checked set
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        message = f"cannot load {cert} with {key}: {exc.strerror or exc}"
+        raise _problem(document, "cert_file", message) from None
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    if context.verify_mode != ssl.CERT_NONE:
+        _load_client_cas(context, tls, base, document)
+    if tls.cipher_suites:
+        _set_cipher_suites(context, tls.cipher_suites, document)
+    if not tls.prefer_server_cipher_suites:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    for curve in tls.curve_preferences:
+        context.set_ecdh_curve(CURVES[curve])
+    return context
+
+
+def _load_client_cas(
+    context: ssl.SSLContext, tls: TlsServerConfig, base: Path, document: Document
+) -> None:
+    """The client CA from the file or inline; without one, the system store (as Go does)."""
+    try:
+        if tls.client_ca_file:
+            context.load_verify_locations(cafile=base / tls.client_ca_file)
+        elif tls.client_ca:
+            context.load_verify_locations(cadata=tls.client_ca)
+        else:
+            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    except (OSError, ssl.SSLError) as exc:
+        key = "client_ca_file" if tls.client_ca_file else "client_ca"
+        raise _problem(
+            document, key, f"cannot load the client CA: {exc.strerror or exc}"
+        ) from None
+
+
+def _set_cipher_suites(context: ssl.SSLContext, names: list[str], document: Document) -> None:
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    probe.set_ciphers("ALL:@SECLEVEL=0")
+    openssl_names = {c["id"] & 0xFFFF: c["name"] for c in probe.get_ciphers()}
+    chosen = []
+    for name in names:
+        if name in TLS13_SUITES:
+            continue
+        code = CIPHER_SUITES[name]
+        if code not in openssl_names:
+            raise _problem(document, "cipher_suites", f"{name} is not available in this OpenSSL")
+        chosen.append(openssl_names[code])
+    if chosen:
+        context.set_ciphers(":".join(chosen))
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+class LiveWebConfig:
+    """The web config in force, re-read when the file or a file it names changes.
+
+    The toolkit re-reads the file on every request and every TLS handshake. Here each request
+    and handshake compares the bytes of the file, the certificate, the key and the client CA
+    with those last seen (small reads, no parsing), and reloads when one differs: a rotated
+    certificate or a new user takes effect without a restart. An edit that makes the file
+    invalid, or that would switch TLS on or off (a listener cannot change its protocol), loosens
+    nothing: until the file is fixed :meth:`current` returns None and every request is refused
+    with 500, as in the toolkit, while TLS handshakes keep the last valid certificate.
+    """
+
+    def __init__(self, config: WebConfig) -> None:
+        """Start from ``config``, loaded and validated at start-up."""
+        self.config = config
+        self.error: str | None = None
+        self._seen = self._snapshot(config)
+
+    def current(self) -> WebConfig | None:
+        """The config to apply to a request now, or None while the file is invalid."""
+        seen = self._snapshot(self.config)
+        if seen != self._seen:
+            self._seen = seen
+            self._reload()
+        return None if self.error else self.config
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection: the latest valid one."""
+        self.current()
+        assert self.config.tls is not None  # noqa: S101 - TLS cannot be switched off at run time
+        return self.config.tls
+
+    def _reload(self) -> None:
+        source = self.config.source
+        try:
+            config = load_web_config(source)
+        except ConfigError as exc:
+            self._refuse(str(exc))
+            return
+        if (config.tls is None) != (self.config.tls is None):
+            self._refuse(f"{source}: TLS cannot be switched on or off while running: restart")
+            return
+        self.config, self.error = config, None
+        self._seen = self._snapshot(config)
+        log.info("web config reloaded from %s", source)
+
+    def _refuse(self, error: str) -> None:
+        if error != self.error:  # once per distinct error, not once per request
+            log.error("web config invalid, refusing every request until fixed: %s", error)
+        self.error = error
+
+    @staticmethod
+    def _snapshot(config: WebConfig) -> tuple[bytes | None, ...]:
+        return tuple(_read(path) for path in (Path(config.source), *config.files))
+
+
+class LiveTlsContext(ssl.SSLContext):
+    """The listener's SSLContext: hands each new connection the context in force.
+
+    asyncio wraps every accepted connection with ``SSLContext.wrap_bio``; delegating it to the
+    context of the latest valid web config gives each handshake the current certificate, client
+    CA, versions and ciphers, as the toolkit's ``GetConfigForClient`` does.
+    """
+
+    live: LiveWebConfig
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """Wrap with the context now in force (see the class docstring)."""
+        context = self.live.tls_context()
+        return context.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
+def listener_tls(live: LiveWebConfig) -> ssl.SSLContext | None:
+    """The SSLContext to listen with (None for plain HTTP), following ``live``."""
+    if live.config.tls is None:
+        return None
+    context = LiveTlsContext(ssl.PROTOCOL_TLS_SERVER)
+    context.live = live
+    return context
