@@ -270,20 +270,19 @@ class HttpServerConfig(StrictModel):
             )
         return http2
 
-    @field_validator("headers")
-    @classmethod
-    def _known_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if name not in HEADERS:
-                raise ValueError(
-                    f"HTTP header '{name}' can not be configured (known: {', '.join(HEADERS)})"
-                )
-            allowed = HEADERS[name]
-            if allowed and value not in allowed:
-                raise ValueError(
-                    f"invalid value for {name}: expected one of {list(allowed)}, got '{value}'"
-                )
-        return headers
+
+def _header_problems(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(header, message) for headers the toolkit does not let a config set, or bad values."""
+    problems = []
+    for name, value in headers.items():
+        allowed = HEADERS.get(name)
+        if allowed is None:
+            known = ", ".join(HEADERS)
+            problems.append((name, f"HTTP header '{name}' can not be configured (known: {known})"))
+        elif allowed and value not in allowed:
+            message = f"invalid value for {name}: expected one of {list(allowed)}, got '{value}'"
+            problems.append((name, message))
+    return problems
 
 
 class RateLimit(StrictModel):
@@ -341,9 +340,13 @@ def load_web_config(path: str | Path) -> WebConfig:
         issues = validation_issues(exc)
         raise ConfigError([located_problem(document, loc, msg) for loc, msg in issues]) from None
     tls = model.tls_server_config
+    headers = model.http_server_config.headers
     problems = [
         located_problem(document, ("tls_server_config", key), message)
         for key, message in _tls_problems(tls)
+    ] + [
+        located_problem(document, ("http_server_config", "headers", name), message)
+        for name, message in _header_problems(headers)
     ]
     if problems:
         raise ConfigError(problems)

@@ -188,6 +188,8 @@ class WebGuard:
         if self.live is None:
             return await handler(request)
         config = self.live.current()
+        if config is None and request.path in OPEN_PATHS:
+            return await handler(request)  # liveness does not depend on the web config
         if config is None:
             text = "Internal Server Error: the web config file is invalid (see the log).\n"
             return web.Response(status=500, text=text)
