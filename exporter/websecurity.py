@@ -5,9 +5,10 @@
 1. admission: at most ``--web.max-requests`` requests in flight (503 beyond, so a burst of
    scrapes cannot starve the probes of the event loop) and no request body over
    :data:`MAX_BODY_BYTES` (413; no endpoint takes a body);
-2. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): 500
-   while the file is invalid, its ``rate_limit`` (429), its ``http_server_config.headers``, and
-   on every path but :data:`OPEN_PATHS` basic auth (401) and ``client_allowed_sans`` (403);
+2. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
+   ``rate_limit`` (429), its ``http_server_config.headers``, and on every path but
+   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401) and
+   ``client_allowed_sans`` (403);
 3. the reload guard: ``/-/reload`` only with ``--web.enable-lifecycle`` (403, as Prometheus),
    never from a page of another origin (403) and never with a body a browser may send
    cross-site without asking first (415): the CORS "simple request" content types

@@ -268,3 +268,17 @@ def test_live_tls_context_follows_a_rotated_certificate(
     (tls_dir / "server.pem").write_text("garbage")
     assert live.tls_context() is after  # handshakes keep the last valid certificate
     assert live.current() is None  # while requests are refused
+
+
+def test_readme_example_is_valid(tmp_path: Path, test_ca: trustme.CA) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Securing the endpoints", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    server = test_ca.issue_cert("branch-1.example.intern")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.crt"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    test_ca.cert_pem.write_to_path(str(tmp_path / "clients-ca.crt"))
+    config = load_web_config(_write(tmp_path, example))
+    assert config.tls is not None
+    assert config.tls.verify_mode == ssl.CERT_REQUIRED
+    assert bcrypt.checkpw(b"change-me", config.users["prometheus"].encode())
