@@ -23,7 +23,7 @@ from exporter.redact import RedactingFilter
 from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.scheduler import Engine, run_all_once
 from exporter.status import Verdict, evaluate
-from exporter.webconfig import LiveWebConfig, WebConfig, listener_tls, load_web_config
+from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
 from exporter.websecurity import (
     HANDLER_ARGS,
     IDLE_TIMEOUT_SECONDS,
@@ -32,6 +32,7 @@ from exporter.websecurity import (
     middlewares,
     raise_open_files_limit,
 )
+from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2

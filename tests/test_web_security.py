@@ -27,7 +27,8 @@ import trustme
 from conftest import require
 
 from exporter import websecurity
-from exporter.webconfig import LiveWebConfig, listener_tls, load_web_config
+from exporter.webconfig import LiveWebConfig, load_web_config
+from exporter.webtls import listener_tls
 from lab.exporter_process import Exporter, basic, free_port, runs, write_config
 
 FAST_HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode()
