@@ -149,7 +149,7 @@ class TlsServerConfig(StrictModel):
         )
 
 
-Problem = tuple[str, str]  # (key inside tls_server_config, message)
+Problem = tuple[str, str]  # (the key to point at, message)
 
 
 def _tls_problems(tls: TlsServerConfig) -> list[Problem]:
@@ -239,7 +239,7 @@ class HttpServerConfig(StrictModel):
         return http2
 
 
-def _header_problems(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+def _header_problems(headers: Mapping[str, str]) -> list[Problem]:
     """(header, message) for headers the toolkit does not let a config set, or bad values."""
     problems = []
     for name, value in headers.items():
