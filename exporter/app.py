@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from exporter import __version__
 from exporter.collector import Exposition, ResultStore
@@ -79,10 +80,16 @@ EXPOSITION = web.AppKey("exposition", Exposition)
 
 
 def make_app(
-    runtime: Runtime, exposition: Exposition, telemetry_path: str = "/metrics"
+    runtime: Runtime,
+    exposition: Exposition,
+    telemetry_path: str = "/metrics",
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
-    """Build the application around a runtime and the exposition of its store."""
-    app = web.Application()
+    """Build the application around a runtime and the exposition of its store.
+
+    ``middlewares`` guard every endpoint (exporter.websecurity: auth, limits, reload guard).
+    """
+    app = web.Application(middlewares=middlewares)
     app[RUNTIME] = runtime
     app[EXPOSITION] = exposition
     app.router.add_get("/", _landing_page(telemetry_path))

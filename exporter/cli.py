@@ -25,9 +25,20 @@ from exporter import __version__
 from exporter.app import Runtime, make_app
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
+from exporter.redact import RedactingFilter
 from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.runner import run_all_once
 from exporter.status import Verdict, evaluate
+from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
+from exporter.websecurity import (
+    HANDLER_ARGS,
+    IDLE_TIMEOUT_SECONDS,
+    AcceptErrorLog,
+    WebGuard,
+    middlewares,
+    raise_open_files_limit,
+)
+from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2
@@ -64,6 +75,7 @@ class _JsonFormatter(logging.Formatter):
 def _setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
@@ -136,6 +148,25 @@ def _parser() -> argparse.ArgumentParser:
         help="Path under which to expose metrics.",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="Exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes.",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=_positive_int,
+        default=40,
+        help="Most HTTP requests served at once; more are answered 503.",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="Enable POST /-/reload (SIGHUP always reloads).",
+    )
+    parser.add_argument(
         "--web.disable-exporter-metrics",
         dest="no_exporter_metrics",
         action="store_true",
@@ -176,15 +207,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if is_check:
         return asyncio.run(_check(config, args.output, args.max_concurrency, sys.stdout))
+    try:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        return EXIT_CONFIG
     if args.config_check:
         print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
         return EXIT_OK
-    asyncio.run(_serve(args, config))
+    asyncio.run(_serve(args, config, web_config))
     return EXIT_OK
 
 
-async def _serve(args: argparse.Namespace, config: Config) -> None:
+async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
     log.info("Starting egress-exporter version=%s", __version__)
+    log.info("Open files limit %d", raise_open_files_limit())
+    asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
     runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
     registry = CollectorRegistry(auto_describe=False)
@@ -192,15 +230,20 @@ async def _serve(args: argparse.Namespace, config: Config) -> None:
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=registry)
     exposition = Exposition(runtime.store, extra=lambda: generate_latest(registry))
+    live = LiveWebConfig(web_config) if web_config is not None else None
+    guard = WebGuard(live, args.max_requests, args.enable_lifecycle)
     runner = web.AppRunner(
-        make_app(runtime, exposition, args.telemetry_path),
+        make_app(runtime, exposition, args.telemetry_path, middlewares(guard)),
         access_log=None,
         shutdown_timeout=_SHUTDOWN_SECONDS,
+        keepalive_timeout=IDLE_TIMEOUT_SECONDS,
+        **HANDLER_ARGS,
     )
     await runner.setup()
+    tls = listener_tls(live) if live is not None else None
     for host, port in args.listen or [(None, 10115)]:
-        await web.TCPSite(runner, host, port).start()
-        log.info("Listening on address=%s:%d", host or "", port)
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
+        log.info("Listening on address=%s:%d tls=%s", host or "", port, tls is not None)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)

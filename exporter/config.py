@@ -25,6 +25,7 @@ from exporter.probes.base import (
     parse_duration,
     timeout_within_interval,
 )
+from exporter.redact import redact
 from exporter.status import role_problem
 
 Location = tuple[str | int, ...]
@@ -35,9 +36,9 @@ class ConfigError(Exception):
     """A config that cannot be used; each line of the message names file, line and key."""
 
     def __init__(self, problems: Sequence[str]) -> None:
-        """Collect every problem found, not just the first."""
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
+        """Collect every problem found, not just the first, credentials in quoted URLs masked."""
+        self.problems = [redact(problem) for problem in problems]
+        super().__init__("\n".join(self.problems))
 
 
 class Defaults(StrictModel):
@@ -85,7 +86,7 @@ class Config:
 
 
 @dataclass(frozen=True)
-class _Document:
+class Document:
     """Parsed YAML with the line of every key path."""
 
     path: str
@@ -109,7 +110,7 @@ class _RawProbe:
     """
 
     data: dict[str, Any]
-    document: _Document
+    document: Document
     location: Location
     preset: str = ""
 
@@ -121,7 +122,7 @@ class _RawProbe:
     def problem(self, within: Location, message: str) -> str:
         """Describe a problem at ``within`` (a key path inside this probe)."""
         if not self.preset:
-            return _problem(self.document, (*self.location, *within), message)
+            return located_problem(self.document, (*self.location, *within), message)
         where = f"{format_location(self.location)} ({self.preset} probe '{self.data.get('name')}')"
         inner = f".{format_location(within)}" if within else ""
         return (
@@ -129,7 +130,11 @@ class _RawProbe:
         )
 
 
-def _parse_yaml(text: str, path: str) -> _Document:
+def parse_yaml(text: str, path: str) -> Document:
+    """Parse ``text`` (read from ``path``), indexing the line of every key path.
+
+    Raises ConfigError for invalid YAML and for duplicate keys, each naming file and line.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -147,7 +152,7 @@ def _parse_yaml(text: str, path: str) -> _Document:
         _index_lines(root, (), lines, problems, path)
     if problems:
         raise ConfigError(problems)
-    return _Document(path, data if data is not None else {}, lines)
+    return Document(path, data if data is not None else {}, lines)
 
 
 def _index_lines(
@@ -195,7 +200,10 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _issues(exc: ValidationError, strip_tag: bool = False) -> Iterator[tuple[Location, str]]:
+def validation_issues(
+    exc: ValidationError, strip_tag: bool = False
+) -> Iterator[tuple[Location, str]]:
+    """(key path, message) for each error pydantic found."""
     for error in exc.errors():
         loc: Location = tuple(error["loc"])
         if strip_tag and loc and loc[0] in KINDS:
@@ -205,7 +213,8 @@ def _issues(exc: ValidationError, strip_tag: bool = False) -> Iterator[tuple[Loc
         yield loc, _message(error)
 
 
-def _problem(document: _Document, location: Location, message: str) -> str:
+def located_problem(document: Document, location: Location, message: str) -> str:
+    """``file:line: key.path: message`` for a problem at ``location`` of ``document``."""
     return f"{document.path}:{document.line(location)}: {format_location(location)}: {message}"
 
 
@@ -215,9 +224,9 @@ def _probe_adapter() -> TypeAdapter[ProbeConfig]:
     return TypeAdapter(union)
 
 
-def _preset_document(name: str) -> _Document:
+def _preset_document(name: str) -> Document:
     resource = resources.files("exporter.presets").joinpath(f"{name}.yaml")
-    return _parse_yaml(resource.read_text(encoding="utf-8"), f"<preset {name}>")
+    return parse_yaml(resource.read_text(encoding="utf-8"), f"<preset {name}>")
 
 
 def _seconds(value: Any, fallback: float) -> float:  # noqa: ANN401 - a raw YAML value
@@ -241,7 +250,7 @@ def _substitute(value: Any, settings: Mapping[str, Any]) -> Any:  # noqa: ANN401
 
 
 def _expand_preset(
-    ref: str | PresetRef, index: int, document: _Document, problems: list[str]
+    ref: str | PresetRef, index: int, document: Document, problems: list[str]
 ) -> list[_RawProbe]:
     name = ref if isinstance(ref, str) else ref.name
     overrides = {} if isinstance(ref, str) else ref.settings
@@ -249,7 +258,9 @@ def _expand_preset(
     available = sorted(p.stem for p in _preset_files())
     if name not in available:
         problems.append(
-            _problem(document, here, f"unknown preset '{name}' (known: {', '.join(available)})")
+            located_problem(
+                document, here, f"unknown preset '{name}' (known: {', '.join(available)})"
+            )
         )
         return []
     preset = _preset_document(name)
@@ -258,7 +269,7 @@ def _expand_preset(
         if key not in settings:
             known = ", ".join(sorted(settings))
             problems.append(
-                _problem(
+                located_problem(
                     document,
                     (*here, "settings", key),
                     f"unknown setting for preset '{name}' (known: {known})",
@@ -299,7 +310,9 @@ def _validate_probes(
         try:
             probe = adapter.validate_python(data)
         except ValidationError as exc:
-            problems.extend(raw.problem(loc, msg) for loc, msg in _issues(exc, strip_tag=True))
+            problems.extend(
+                raw.problem(loc, msg) for loc, msg in validation_issues(exc, strip_tag=True)
+            )
             continue
         role = role_problem(probe)
         if role is not None:
@@ -319,13 +332,15 @@ def _validate_probes(
     return probes
 
 
-def _build(document: _Document) -> Config:
+def _build(document: Document) -> Config:
     if not isinstance(document.data, dict):
         raise ConfigError([f"{document.path}:1: (top level): must be a mapping"])
     try:
         top = ConfigFile.model_validate(document.data)
     except ValidationError as exc:
-        raise ConfigError([_problem(document, loc, msg) for loc, msg in _issues(exc)]) from None
+        raise ConfigError(
+            [located_problem(document, loc, msg) for loc, msg in validation_issues(exc)]
+        ) from None
     problems: list[str] = []
     raw: list[_RawProbe] = []
     for index, ref in enumerate(top.presets):
@@ -339,21 +354,26 @@ def _build(document: _Document) -> Config:
     return Config(source=document.path, probes=tuple(probes), states=top.states)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file."""
+def read_yaml(path: str | Path) -> Document:
+    """Read and parse a YAML file; ConfigError names the file when it cannot be read."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}"]) from None
-    return _build(_parse_yaml(text, str(path)))
+    return parse_yaml(text, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file."""
+    return _build(read_yaml(path))
 
 
 def builtin_config() -> Config:
     """The running config when no file is given: every built-in preset with its defaults."""
     presets = "".join(f"  - {name}\n" for name in BUILTIN_PRESETS)
-    return _build(_parse_yaml(f"presets:\n{presets}", "<built-in presets>"))
+    return _build(parse_yaml(f"presets:\n{presets}", "<built-in presets>"))
 
 
 def load(path: str | Path | None) -> Config:

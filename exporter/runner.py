@@ -35,6 +35,7 @@ async def execute(config: ProbeConfig) -> ProbeResult:
             reason, detail = recorder.timeout_verdict(clock() - started)
         else:
             reason, detail = reason_for(exc)
+        detail = config.redact(detail)  # a peer may echo our credentials back
     duration = clock() - started
     return ProbeResult(
         probe=config.name,

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PROBE = "  - {{name: {name}, kind: tcp, host: 127.0.0.1, port: {port}}}\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from lab.exporter_process import Exporter, runs, write_config
 
 
 @pytest.fixture
@@ -32,75 +22,22 @@ def listener() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def _config(path: Path, port: int, *names: str) -> Path:
-    body = "".join(PROBE.format(name=name, port=port) for name in names)
-    path.write_text("defaults: {interval: 200ms, timeout: 100ms}\nprobes:\n" + body)
-    return path
-
-
-class Exporter:
-    def __init__(self, config: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                str(config),
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                self.get("/-/healthy")
-            except OSError:
-                time.sleep(0.05)
-            else:
-                return
-        self.proc.kill()
-        raise AssertionError(f"exporter did not start: {self.proc.communicate()[1]}")
-
-    def get(self, path: str, data: bytes | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, data=data)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def metrics_when(self, needle: str, present: bool = True, timeout: float = 5) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _, body = self.get("/metrics")
-            if (needle in body) == present:
-                return body
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} {'never appeared' if present else 'stayed'}")
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[type[Exporter]]:
     started: list[Exporter] = []
 
-    def make(config: Path) -> Exporter:
-        exporter = Exporter(config)
+    def make(config: Path, *args: str) -> Exporter:
+        exporter = Exporter(config, *args, log_path=tmp_path / f"exporter-{len(started)}.log")
         started.append(exporter)
         return exporter
 
     yield make  # type: ignore[misc]
     for exporter in started:
-        if exporter.proc.poll() is None:
-            exporter.proc.kill()
-        exporter.proc.communicate(timeout=5)
+        exporter.stop()
 
 
 def test_endpoints(start, tmp_path: Path, listener: int) -> None:
-    exporter = start(_config(tmp_path / "c.yml", listener, "alpha"))
+    exporter = start(write_config(tmp_path / "c.yml", listener, "alpha"))
     assert exporter.get("/-/healthy") == (200, "Healthy.\n")
     assert exporter.get("/-/ready") == (200, "Ready.\n")
     body = exporter.metrics_when('egress_probe_success{probe="alpha"} 1\n')
@@ -111,28 +48,30 @@ def test_endpoints(start, tmp_path: Path, listener: int) -> None:
     assert status == 200
     assert "alpha" in page
     assert "/metrics" in page
-    assert exporter.get("/-/reload")[0] == 405  # reload is POST only
+    assert exporter.get("/-/reload")[0] == 403  # the lifecycle API is off by default
+    assert exporter.post("/-/reload")[0] == 403
 
 
 def test_post_reload_applies_a_new_config_and_drops_removed_probes(
     start, tmp_path: Path, listener: int
 ) -> None:
-    config = _config(tmp_path / "c.yml", listener, "alpha", "beta")
-    exporter = start(config)
+    config = write_config(tmp_path / "c.yml", listener, "alpha", "beta")
+    exporter = start(config, "--web.enable-lifecycle")
+    assert exporter.get("/-/reload")[0] == 405  # reload is POST only
     exporter.metrics_when('probe="beta"')
-    _config(config, listener, "alpha", "gamma")
-    assert exporter.get("/-/reload", data=b"") == (200, "Reloaded.\n")
+    write_config(config, listener, "alpha", "gamma")
+    assert exporter.post("/-/reload") == (200, "Reloaded.\n")
     body = exporter.metrics_when('probe="gamma"')
     exporter.metrics_when('probe="beta"', present=False)
     assert "egress_config_last_reload_successful 1\n" in body
 
 
-def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: int) -> None:
-    config = _config(tmp_path / "c.yml", listener, "alpha")
-    exporter = start(config)
+def test_bad_reload_keeps_the_runningwrite_config(start, tmp_path: Path, listener: int) -> None:
+    config = write_config(tmp_path / "c.yml", listener, "alpha")
+    exporter = start(config, "--web.enable-lifecycle")
     exporter.metrics_when('probe="alpha"')
     config.write_text("probes:\n  - {name: alpha, kind: tcp, host: h, port: 0}\n")
-    status, text = exporter.get("/-/reload", data=b"")
+    status, text = exporter.post("/-/reload")
     assert status == 500
     assert "c.yml:2: probes[0].port: must be between 1 and 65535" in text
     body = exporter.metrics_when("egress_config_last_reload_successful 0\n")
@@ -140,14 +79,14 @@ def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: in
     _, before = exporter.get("/metrics")
     time.sleep(0.5)
     _, after = exporter.get("/metrics")
-    assert _runs(after, "alpha") > _runs(before, "alpha"), "probing must go on"
+    assert runs(after, "alpha") > runs(before, "alpha"), "probing must go on"
 
 
 def test_sighup_reloads(start, tmp_path: Path, listener: int) -> None:
-    config = _config(tmp_path / "c.yml", listener, "alpha")
+    config = write_config(tmp_path / "c.yml", listener, "alpha")
     exporter = start(config)
     exporter.metrics_when('probe="alpha"')
-    _config(config, listener, "delta")
+    write_config(config, listener, "delta")
     exporter.proc.send_signal(signal.SIGHUP)
     exporter.metrics_when('probe="delta"')
     exporter.metrics_when('probe="alpha"', present=False)
@@ -155,17 +94,10 @@ def test_sighup_reloads(start, tmp_path: Path, listener: int) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stops_cleanly_within_two_seconds(start, tmp_path: Path, listener: int, sig) -> None:
-    exporter = start(_config(tmp_path / "c.yml", listener, "alpha"))
+    exporter = start(write_config(tmp_path / "c.yml", listener, "alpha"))
     exporter.metrics_when('probe="alpha"')
     began = time.monotonic()
     exporter.proc.send_signal(sig)
     assert exporter.proc.wait(timeout=5) == 0
     assert time.monotonic() - began < 2.0
-    assert "Traceback" not in exporter.proc.communicate()[1]
-
-
-def _runs(body: str, probe: str) -> float:
-    for line in body.splitlines():
-        if line.startswith("egress_probes_total{") and f'probe="{probe}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no egress_probes_total for {probe}")
+    assert "Traceback" not in exporter.log()

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from exporter.probes import _net
 from exporter.probes.base import ProxyUrl, SecretRef, StrictModel
+from exporter.redact import redact
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -47,6 +48,19 @@ class ProxySettings(StrictModel):
         secret: SecretStr = self.password.resolve() if self.password else SecretStr("")
         token = f"{self.username}:{secret.get_secret_value()}".encode()
         return "Basic " + base64.b64encode(token).decode("ascii")
+
+    def redact(self, text: str) -> str:
+        """``text`` (e.g. a proxy's echo of our request head) without our credentials."""
+        if self.username is None:
+            return redact(text)
+        try:
+            password = self.password.resolve().get_secret_value() if self.password else ""
+        except ValueError:  # the secret went away since loading; the patterns still apply
+            return redact(text)
+        token = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+        # Our request carries only the base64 token; the bare password is not searched for, as
+        # a short one would mask unrelated text.
+        return redact(text, (token, f"{self.username}:{password}"))
 
 
 @dataclass(frozen=True)

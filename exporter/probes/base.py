@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.redact import redact
 from exporter.results import RunRecorder
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -185,6 +186,10 @@ class ProbeConfig(StrictModel):
     def phases(self) -> tuple[str, ...]:
         """The phases a run of this probe goes through, in order (always exported)."""
         raise NotImplementedError
+
+    def redact(self, text: str) -> str:
+        """``text`` (a failure's detail) with credentials masked, the probe's own included."""
+        return redact(text)
 
 
 C = TypeVar("C", bound=ProbeConfig)

@@ -152,6 +152,10 @@ class HttpProbe(ProbeConfig):
         """How the request leaves: ``direct`` or the proxy's URL."""
         return "direct" if self.proxy is None else self.proxy.url
 
+    def redact(self, text: str) -> str:
+        """``text`` without credentials, the proxy's own included (a proxy may echo them)."""
+        return self.proxy.redact(text) if self.proxy is not None else super().redact(text)
+
     @property
     def budget(self) -> float:
         """The agent budget, never beyond the timeout (a default of 1 s with a shorter timeout)."""

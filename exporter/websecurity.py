@@ -1,0 +1,328 @@
+"""Who may use the web endpoints and how much: basic auth, limits, a reload browsers cannot fire.
+
+:func:`middlewares` returns, outermost first:
+
+1. admission: at most ``--web.max-requests`` requests in flight (503 beyond, so a burst of
+   scrapes cannot starve the probes of the event loop) and no request body over
+   :data:`MAX_BODY_BYTES` (413; no endpoint takes a body);
+2. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
+   ``rate_limit`` (429), its ``http_server_config.headers``, and on every path but
+   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401) and
+   ``client_allowed_sans`` (403);
+3. the reload guard: ``/-/reload`` only with ``--web.enable-lifecycle`` (403, as Prometheus),
+   never from a page of another origin (403) and never with a body a browser may send
+   cross-site without asking first (415): the CORS "simple request" content types
+   (WHATWG Fetch, section 3.2.3), so a cross-site form or ``fetch`` cannot trigger it.
+
+The listener side lives in :func:`raise_open_files_limit`, :class:`AcceptErrorLog` and the
+runner settings :data:`IDLE_TIMEOUT_SECONDS` and :data:`HANDLER_ARGS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import json
+import logging
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from hashlib import sha256
+from typing import Any
+
+import bcrypt
+from aiohttp import BasicAuth, web
+from aiohttp.typedefs import Handler, Middleware
+
+from exporter.webconfig import LiveWebConfig, WebConfig
+
+log = logging.getLogger(__name__)
+
+# Liveness and readiness carry no data and kubelet or Docker probe them without credentials.
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
+MAX_BODY_BYTES = 64 * 1024
+# Longer than the common 1 m scrape interval, so Prometheus keeps its connection; aiohttp's own
+# default is an hour. aiohttp starts this timer at accept, so it also ends a connection that
+# never sends a complete request head.
+IDLE_TIMEOUT_SECONDS = 75.0
+# Request line and each header at most 8 KiB, 64 headers (Prometheus sends 6), 2 s to drain an
+# unread body before the connection is closed.
+HANDLER_ARGS: Mapping[str, Any] = {
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "max_headers": 64,
+    "lingering_time": 2.0,
+}
+_SIMPLE_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+_AUTH_CACHE_SIZE = 100
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class TokenBucket:
+    """``rate_limit``: ``burst`` requests at once, refilled by one every ``interval`` seconds.
+
+    The semantics of golang.org/x/time/rate's ``Limiter.Allow``, which the toolkit uses.
+    """
+
+    def __init__(
+        self, interval: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Start full."""
+        self._interval, self._burst, self._clock = interval, burst, clock
+        self._tokens, self._last = float(burst), clock()
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) / self._interval)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:  # bcrypt 5 refuses passwords over 72 bytes: no such password matches
+        return False
+
+
+class BasicAuthenticator:
+    """Checks ``Authorization: Basic`` (RFC 7617) against the bcrypt hashes of the web config.
+
+    bcrypt is slow on purpose (about 70 ms at cost 10), so it runs in one worker thread: the
+    event loop and the probes go on, and wrong passwords cost at most one core. As in the
+    toolkit, an unknown user is checked against a hash too, so the answer's timing does not tell
+    which users exist, and results are cached (by a SHA-256 of user, hash and password, never
+    the password itself) so a scrape every few seconds costs one bcrypt, not one per scrape.
+    """
+
+    def __init__(self) -> None:
+        """One bcrypt at a time, off the event loop."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+
+    async def verify(self, users: Mapping[str, str], header: str | None) -> bool:
+        """Whether ``header`` names a user of ``users`` with the right password."""
+        if header is None or not users:
+            return False
+        try:
+            credentials = BasicAuth.decode(header, encoding="utf-8")
+        except ValueError:
+            return False
+        hashed = users.get(credentials.login)
+        # The costliest configured hash stands in for an unknown user's: the same work, and the
+        # result is discarded below.
+        checked = hashed or max(users.values(), key=lambda h: h[4:6])
+        key = sha256(json.dumps([credentials.login, checked, credentials.password]).encode())
+        matched = self._cache.get(key.digest())
+        if matched is None:
+            matched = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _checkpw, credentials.password.encode(), checked.encode()
+            )
+            self._cache[key.digest()] = matched
+            if len(self._cache) > _AUTH_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return matched and hashed is not None
+
+
+def _peer_sans(request: web.Request) -> set[str]:
+    """The SAN values of the verified client certificate (DNS, IP, email, URI), if any."""
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    if not peercert:
+        return set()
+    return {_normal_san(value) for _, value in peercert.get("subjectAltName", ())}
+
+
+def _normal_san(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return value
+
+
+class WebGuard:
+    """The state behind the middlewares: requests in flight, the rate limit, the auth cache."""
+
+    def __init__(
+        self, live: LiveWebConfig | None, max_requests: int, enable_lifecycle: bool
+    ) -> None:
+        """``live`` is None without ``--web.config.file`` (no auth, no TLS)."""
+        self.live = live
+        self.max_requests = max_requests
+        self.enable_lifecycle = enable_lifecycle
+        self.in_flight = 0
+        self.authenticator = BasicAuthenticator()
+        self._bucket: tuple[WebConfig, TokenBucket | None] | None = None
+
+    def rate_limited(self, config: WebConfig) -> bool:
+        """Whether the config's token bucket refuses this request (a new config, a new bucket)."""
+        if self._bucket is None or self._bucket[0] is not config:
+            limit = config.model.rate_limit
+            bucket = TokenBucket(limit.interval, limit.burst) if limit.interval else None
+            self._bucket = (config, bucket)
+        bucket = self._bucket[1]
+        return bucket is not None and not bucket.allow()
+
+    async def admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse bodies over the cap and requests beyond ``max_requests`` in flight."""
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, length)
+        if self.in_flight >= self.max_requests:
+            text = f"Too many requests in flight (--web.max-requests={self.max_requests}).\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+    async def protect(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Apply the web config in force: rate limit, headers, basic auth, allowed SANs."""
+        if self.live is None:
+            return await handler(request)
+        config = self.live.current()
+        if config is None and request.path in OPEN_PATHS:
+            return await handler(request)  # liveness does not depend on the web config
+        if config is None:
+            text = "Internal Server Error: the web config file is invalid (see the log).\n"
+            return web.Response(status=500, text=text)
+        if self.rate_limited(config):
+            return web.Response(status=429, text="Too Many Requests\n")
+        headers = config.model.http_server_config.headers
+        try:
+            response = await self._authorized(request, handler, config)
+        except web.HTTPException as exc:
+            exc.headers.update(headers)
+            raise
+        if not response.prepared:
+            response.headers.update(headers)
+        return response
+
+    async def _authorized(
+        self, request: web.Request, handler: Handler, config: WebConfig
+    ) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        if config.users and not await self.authenticator.verify(
+            config.users, request.headers.get("Authorization")
+        ):
+            return web.Response(
+                status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"}
+            )
+        allowed = config.model.tls_server_config.client_allowed_sans
+        if allowed is not None and not _peer_sans(request) & {_normal_san(s) for s in allowed}:
+            return web.Response(status=403, text="Forbidden: client certificate SAN not allowed\n")
+        return await handler(request)
+
+    async def guard_reload(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Let ``/-/reload`` through only when enabled and not sent by a browser cross-site."""
+        if request.path != "/-/reload":
+            return await handler(request)
+        if not self.enable_lifecycle:
+            text = "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n"
+            return web.Response(status=403, text=text)
+        if request.method == "POST":
+            refusal = _cross_site_refusal(request)
+            if refusal is not None:
+                return refusal
+        return await handler(request)
+
+
+def _cross_site_refusal(request: web.Request) -> web.Response | None:
+    """Why a reload request may come from a web page of another site, or None.
+
+    Browsers send ``Origin`` with every POST and ``Sec-Fetch-Site`` with every request; curl and
+    Prometheus send neither. A page can POST across sites without a CORS preflight only with a
+    simple content type, so those are refused whatever the headers say.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        return web.Response(status=403, text=f"Forbidden: reload from origin {origin}\n")
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in {"same-origin", "none"}:
+        return web.Response(status=403, text=f"Forbidden: reload from a {site} page\n")
+    if "Content-Type" in request.headers and request.content_type in _SIMPLE_CONTENT_TYPES:
+        text = (
+            f"Unsupported Media Type: a reload takes no {request.content_type} body "
+            "(send POST without one, e.g. curl -X POST)\n"
+        )
+        return web.Response(status=415, text=text)
+    return None
+
+
+def middlewares(guard: WebGuard) -> list[Middleware]:
+    """The guard's middlewares for ``web.Application``, outermost first."""
+
+    @web.middleware
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await guard.admit(request, handler)
+
+    @web.middleware
+    async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await guard.protect(request, handler)
+
+    @web.middleware
+    async def guard_reload(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await guard.guard_reload(request, handler)
+
+    return [admit, protect, guard_reload]
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit now in force.
+
+    Each connection, idle or not, holds a descriptor, and so does each probe in flight: at the
+    usual soft limit of 1024 a thousand idle connections leave the probes none (EMFILE).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. macOS, where the hard limit is unlimited
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, hard, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class AcceptErrorLog:
+    """An event loop exception handler that turns accept failures into one line now and then.
+
+    When descriptors run out, asyncio (3.11) logs "socket.accept() out of system resource" with
+    a traceback for every pending connection, over and over: hundreds of thousands of lines a
+    minute. This logs one warning per ``interval`` seconds with the count, and passes every
+    other error to the loop's default handler.
+    """
+
+    def __init__(
+        self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Warn at most once per ``interval`` seconds."""
+        self._interval, self._clock = interval, clock
+        self._last = -interval
+        self._count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Handle one error reported to the loop."""
+        exc = context.get("exception")
+        if not (isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS):
+            loop.default_exception_handler(context)
+            return
+        self._count += 1
+        now = self._clock()
+        if now - self._last >= self._interval:
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            log.warning(
+                "cannot accept connections: %s (open files limit %d); %d failed accepts since "
+                "the last warning",
+                exc.strerror,
+                limit,
+                self._count,
+            )
+            self._last, self._count = now, 0
