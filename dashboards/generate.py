@@ -59,7 +59,13 @@ OVERVIEW_UID, DETAIL_UID, HEALTH_UID = "egress-overview", "egress-probe-detail",
 
 # Selectors every query uses: the exporter-level ones, and those of per-probe series.
 EXPORTER = 'job=~"$job",vantage=~"$vantage"'
-PROBE = f'{EXPORTER},group=~"$group",probe=~"$probe"'
+PROBE = f'{EXPORTER},probe=~"$probe"'
+# Per-probe series carry only `probe`; the group (and the other descriptive labels) is on the
+# probe's info series, joined to filter and to label. Joins match the vantage point too: shipped
+# through Prometheus agents, every site's exporter has the same `instance`.
+INFO = f'egress_probe_info{{{PROBE},group=~"$group"}}'
+ON_PROBE = "on (job, instance, vantage, probe)"
+FAILURES = f"egress_probe_failures_total{{{PROBE}}}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,27 @@ SUCCESS_WORDS = words(("failing", "red"), ("ok", "green"))
 
 
 # -- building blocks ----------------------------------------------------------------------------
+def in_groups(expr: str) -> str:
+    """``expr``, per-probe series, kept for the probes of the selected groups."""
+    return f"{expr} and {ON_PROBE} {INFO}"
+
+
+def with_info(expr: str, labels: str) -> str:
+    """``expr``, per-probe series of the selected groups, labelled with ``labels`` of the probe."""
+    return f"{expr} * {ON_PROBE} group_left ({labels}) {INFO}"
+
+
+def failed_runs() -> str:
+    """Failed runs per interval by reason (and probe, vantage point), of the selected probes.
+
+    A reason's counter appears with its first failure: a series that did not exist an interval
+    ago counts whole (all its failures fall in the interval), since ``increase`` would miss the
+    step from the absent zero to its first value; older series count their increase.
+    """
+    new = f"({FAILURES} unless {FAILURES} offset $__rate_interval)"
+    return in_groups(f"({new} or increase({FAILURES}[$__rate_interval]))")
+
+
 def query(
     expr: str, legend: str = "__auto", ref: str = "A", *, instant: bool = False
 ) -> prometheus.Dataquery:
@@ -226,11 +253,11 @@ def variables(*, single: Sequence[str] = ()) -> list[Builder[Any]]:
             multi="vantage" not in single,
         ),
         # Probes outside any group have group="", which ".+" would leave out of "All".
-        variable("group", "Group", f"egress_probe_success{{{EXPORTER}}}", all_value=".*"),
+        variable("group", "Group", f"egress_probe_info{{{EXPORTER}}}", all_value=".*"),
         variable(
             "probe",
             "Probe",
-            f'egress_probe_success{{{EXPORTER},group=~"$group"}}',
+            f'egress_probe_info{{{EXPORTER},group=~"$group"}}',
             multi="probe" not in single,
         ),
     ]
@@ -362,8 +389,11 @@ def overview() -> dashboard.Dashboard:
         )
         .with_target(
             query(
-                f"egress_probe_last_failure_timestamp_seconds{{{PROBE}}} * 1000"
-                f" and on (job, instance, probe) (egress_probe_success{{{PROBE}}} == 0)",
+                with_info(
+                    f"egress_probe_last_failure_timestamp_seconds{{{PROBE}}} * 1000",
+                    "target, group",
+                )
+                + f" and {ON_PROBE} egress_probe_success{{{PROBE}}} == 0",
                 instant=True,
             )
         )
@@ -385,6 +415,9 @@ def overview() -> dashboard.Dashboard:
             [detail_link("${__data.fields.vantage}", "${__data.fields.probe}"), runbook_link()]
         )
     )
+    grouped = with_info(f"egress_probe_success{{{PROBE}}}", "group")
+    failing_sites = f"sum by (group, probe) (1 - {grouped})"
+    sites = f"count by (group, probe) ({grouped})"
     spread = (
         table.Panel()
         .title("Vantage points failing each probe")
@@ -393,26 +426,9 @@ def overview() -> dashboard.Dashboard:
             "vendor or upstream; some of them points to local egress (firewall, proxy, ISP) "
             "at those sites."
         )
-        .with_target(
-            query(
-                f"sum by (group, probe) (1 - egress_probe_success{{{PROBE}}})",
-                ref="A",
-                instant=True,
-            )
-        )
-        .with_target(
-            query(
-                f"count by (group, probe) (egress_probe_success{{{PROBE}}})", ref="B", instant=True
-            )
-        )
-        .with_target(
-            query(
-                f"sum by (group, probe) (1 - egress_probe_success{{{PROBE}}})"
-                f" / count by (group, probe) (egress_probe_success{{{PROBE}}})",
-                ref="C",
-                instant=True,
-            )
-        )
+        .with_target(query(failing_sites, ref="A", instant=True))
+        .with_target(query(sites, ref="B", instant=True))
+        .with_target(query(f"{failing_sites} / {sites}", ref="C", instant=True))
         .unit("none")
         .with_transformation(DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(
@@ -440,7 +456,7 @@ def overview() -> dashboard.Dashboard:
         statetimeline.Panel()
         .title("Probe results by vantage point")
         .description("Result of each probe's last run over time, per vantage point.")
-        .with_target(query(f"egress_probe_success{{{PROBE}}}", "{{vantage}} {{probe}}"))
+        .with_target(query(in_groups(f"egress_probe_success{{{PROBE}}}"), "{{vantage}} {{probe}}"))
         .unit("none")
         .mappings(SUCCESS_WORDS)
         .show_value(VisibilityMode.NEVER)
@@ -453,13 +469,7 @@ def overview() -> dashboard.Dashboard:
             "failure reason (timeout, connection_refused, dns_intercepted...).",
             "short",
         )
-    ).with_target(
-        query(
-            f"sum by (reason) (increase(egress_probe_failures_total{{{PROBE}}}"
-            "[$__rate_interval])) > 0",
-            "{{reason}}",
-        )
-    )
+    ).with_target(query(f"sum by (reason) ({failed_runs()}) > 0", "{{reason}}"))
     panels += [(failing, 14, 9), (spread, 10, 9), (success, 14, 10), (reasons, 10, 10)]
     built = base(
         OVERVIEW_UID,
@@ -476,7 +486,7 @@ def probe_detail() -> dashboard.Dashboard:
         stat.Panel()
         .title("Last result")
         .description("Whether the last run of the probe succeeded.")
-        .with_target(query(f"egress_probe_success{{{PROBE}}}", "{{probe}}"))
+        .with_target(query(in_groups(f"egress_probe_success{{{PROBE}}}"), "{{probe}}"))
         .unit("none")
         .mappings(SUCCESS_WORDS)
         .color_mode(BigValueColorMode.BACKGROUND)
@@ -487,7 +497,10 @@ def probe_detail() -> dashboard.Dashboard:
         .title("Last success")
         .description("When the probe last succeeded (absent if it never did since start).")
         .with_target(
-            query(f"egress_probe_last_success_timestamp_seconds{{{PROBE}}} * 1000", "{{probe}}")
+            query(
+                in_groups(f"egress_probe_last_success_timestamp_seconds{{{PROBE}}} * 1000"),
+                "{{probe}}",
+            )
         )
         .unit("dateTimeFromNow")
         .graph_mode(BigValueGraphMode.NONE)
@@ -497,7 +510,10 @@ def probe_detail() -> dashboard.Dashboard:
         .title("Last failure")
         .description("When the probe last failed, and why (the failure reason).")
         .with_target(
-            query(f"egress_probe_last_failure_timestamp_seconds{{{PROBE}}} * 1000", "{{reason}}")
+            query(
+                in_groups(f"egress_probe_last_failure_timestamp_seconds{{{PROBE}}} * 1000"),
+                "{{reason}}",
+            )
         )
         .unit("dateTimeFromNow")
         .graph_mode(BigValueGraphMode.NONE)
@@ -515,22 +531,28 @@ def probe_detail() -> dashboard.Dashboard:
         .max(1)
         .with_target(
             query(
-                f"1 - sum(rate(egress_probe_failures_total{{{PROBE}}}[$__rate_interval]))"
-                f" / sum(rate(egress_probes_total{{{PROBE}}}[$__rate_interval]))",
+                # No failure of any reason yet is no failure series at all: count it as 0.
+                f"1 - (sum({failed_runs()}) or vector(0)) / sum("
+                + in_groups(f"increase(egress_probes_total{{{PROBE}}}[$__rate_interval])")
+                + ")",
                 "success ratio",
             )
         )
     )
     latency = timeseries(
         "Latency percentiles",
-        "Duration of successful runs, from the egress_probe_duration_seconds histogram.",
+        "Duration of successful runs per interval: quantiles over the runs' durations "
+        "(egress_probe_last_duration_seconds, one sample per run), failed runs left out.",
         "s",
     ).links([runbook_link("egressprobelatencyregression")])
+    successful = in_groups(
+        f"egress_probe_last_duration_seconds{{{PROBE}}}"
+        f" and {ON_PROBE} egress_probe_success{{{PROBE}}} == 1"
+    )
     for ref, quantile in (("A", "0.5"), ("B", "0.9"), ("C", "0.99")):
         latency = latency.with_target(
             query(
-                f"histogram_quantile({quantile}, sum by (le) (rate("
-                f"egress_probe_duration_seconds_bucket{{{PROBE}}}[$__rate_interval])))",
+                f"quantile_over_time({quantile}, ({successful})[$__rate_interval:])",
                 f"p{quantile[2:].ljust(2, '0')}",
                 ref,
             )
@@ -544,7 +566,9 @@ def probe_detail() -> dashboard.Dashboard:
         )
         .stacking(StackingConfig().mode(StackingMode.NORMAL))
         .fill_opacity(40)
-        .with_target(query(f"egress_probe_phase_duration_seconds{{{PROBE}}}", "{{phase}}"))
+        .with_target(
+            query(in_groups(f"egress_probe_phase_duration_seconds{{{PROBE}}}"), "{{phase}}")
+        )
     )
     reasons = bars(
         timeseries(
@@ -552,13 +576,7 @@ def probe_detail() -> dashboard.Dashboard:
             "Failed runs per interval by failure reason; the runbooks give the fix per reason.",
             "short",
         )
-    ).with_target(
-        query(
-            f"sum by (reason) (increase(egress_probe_failures_total{{{PROBE}}}"
-            "[$__rate_interval])) > 0",
-            "{{reason}}",
-        )
-    )
+    ).with_target(query(f"sum by (reason) ({failed_runs()}) > 0", "{{reason}}"))
     built = base(
         DETAIL_UID,
         "Egress probe detail",
@@ -644,13 +662,16 @@ def exporter_health() -> dashboard.Dashboard:
         "ops",
     ).with_target(
         query(
-            f"sum by (vantage) (rate(egress_probes_total{{{PROBE}}}[$__rate_interval]))",
+            "sum by (vantage) ("
+            + in_groups(f"rate(egress_probes_total{{{PROBE}}}[$__rate_interval])")
+            + ")",
             "{{vantage}}",
         )
     )
     lag = timeseries(
         "Event-loop lag",
-        "How late the exporter's event loop woke a timer; high values distort probe timings.",
+        "The worst stall of the exporter's event loop since the previous scrape; high values "
+        "distort probe timings taken in userland.",
         "s",
     ).with_target(query(f"egress_event_loop_lag_seconds{{{EXPORTER}}}", "{{vantage}}"))
     build = (

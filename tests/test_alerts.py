@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from contract import PROMETHEUS_OWN, contract, joins_without_vantage
 
 from exporter.results import REASONS, FailureReason
 
@@ -108,6 +109,39 @@ def test_one_lost_probe_never_pages(rule: dict[str, Any]) -> None:
     has_for = rule.get("for", "0s") not in {"0s", "0m", "0"}
     windowed = re.search(r"\[\d+[smhd]\]", rule["expr"]) is not None
     assert has_for or windowed
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    """A rule's expression and annotations: the PromQL it runs, and what its templates query."""
+    return "\n".join([rule["expr"], *rule.get("annotations", {}).values()])
+
+
+# A metric name in PromQL: recording rules have colons, the contract's names start with egress_.
+METRIC = re.compile(r"\b(egress_\w+|[a-z_]+:\w+:\w+)\b")
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda rule: rule.get("alert") or rule["record"])
+def test_rules_read_the_contract_and_earlier_records_only(rule: dict[str, Any]) -> None:
+    """A metric renamed in exporter/collector.py fails here rather than silently never firing."""
+    rules = all_rules()
+    earlier = {r["record"] for r in rules[: rules.index(rule)] if "record" in r}
+    for metric in METRIC.findall(_rule_text(rule)):
+        assert metric in contract() | earlier, f"{metric} is neither in the contract nor recorded"
+    for metric in re.findall(r"(?<![\w:])([a-z_]+)\{", rule["expr"]):
+        assert metric in PROMETHEUS_OWN or metric.startswith("egress_"), metric
+
+
+@pytest.mark.parametrize("rule", all_rules(), ids=lambda rule: rule.get("alert") or rule["record"])
+def test_every_join_keeps_vantage_points_apart(rule: dict[str, Any]) -> None:
+    """Shipped through Prometheus agents every site is `localhost:10115`: only vantage differs.
+
+    Joins and groupings per instance match on vantage too, and so do the description
+    templates' selectors.
+    """
+    text = _rule_text(rule)
+    assert not joins_without_vantage(text)
+    for matchers in re.findall(r"\{([^{}]*instance=%q[^{}]*)\}", text):
+        assert "vantage=%q" in matchers, matchers
 
 
 def _headings() -> set[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from contract import PER_PROBE, PROMETHEUS_OWN, contract, joins_without_vantage
 from dashboard_queries import (
     DASHBOARDS,
     ROOT,
@@ -25,8 +26,6 @@ from dashboard_queries import (
     variables,
 )
 
-from exporter import collector
-from exporter.probes import KINDS
 from exporter.status import RULES
 
 FILES = dashboard_files()
@@ -36,7 +35,11 @@ DOMAIN_VARIABLES = ("job", "vantage", "group", "probe")
 # Grafana unit ids the dashboards may use (a typo would silently show raw numbers).
 UNITS = {"s", "ms", "percentunit", "dateTimeFromNow", "none", "short", "ops"}
 COUNTER = re.compile(r"\b(egress_\w+(?:_total|_bucket|_count|_sum))\b")
+# Windows a query may use: Grafana's rate interval, for a range or a subquery at the default
+# resolution (the latency quantiles over successful runs).
+WINDOWS = {"$__rate_interval", "$__rate_interval:"}
 RANGE = re.compile(r"\[([^\]]+)\]")
+INFO = "egress_probe_info"  # the per-probe series that carries the group
 BARE_METRIC = re.compile(r"\b(egress_\w+|up|scrape_duration_seconds)\b(?!\s*\{)")
 
 
@@ -137,7 +140,7 @@ def test_panels_do_not_overlap(name: str) -> None:
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
 def test_rates_use_rate_interval_and_no_other_window(query) -> None:
-    assert set(RANGE.findall(query.expr)) <= {"$__rate_interval"}, query
+    assert set(RANGE.findall(query.expr)) <= WINDOWS, query
     for function in re.findall(r"\b(rate|irate|increase)\(", query.expr):
         assert function != "irate", query
 
@@ -150,42 +153,45 @@ def test_counters_are_only_read_through_rate_or_increase(query) -> None:
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
 def test_every_selector_filters_on_the_variables(query) -> None:
+    """Per-probe series filter on the probe, and their probes' info series on the group."""
     assert not BARE_METRIC.findall(query.expr), f"selector without matchers: {query}"
     assert selectors(query.expr), query
     for metric, matchers in selectors(query.expr):
         assert 'job=~"$job"' in matchers, query
         assert 'vantage=~"$vantage"' in matchers, query
-        if metric.startswith("egress_probe_") or metric == "egress_probes_total":
-            assert 'group=~"$group"' in matchers, query
+        if metric in PER_PROBE:
             assert 'probe=~"$probe"' in matchers, query
+        if metric == INFO:
+            assert 'group=~"$group"' in matchers, query
+    if metric_names(query.expr) & PER_PROBE:
+        assert INFO in metric_names(query.expr), f"not limited to the selected groups: {query}"
 
 
-def documented_metrics() -> frozenset[str]:
-    """Every series name the collector's docstring (the metric contract) documents.
-
-    Its templates are expanded from what is registered: ``egress_<kind>_<fact>`` from the kinds'
-    facts and ``egress_<state metric>`` from the state rules; histograms add their series.
-    """
-    contract = collector.__doc__ or ""
-    names = set(re.findall(r"\begress_[a-z0-9_]+\b", contract))
-    for histogram in re.findall(r"``(egress_[a-z0-9_]+)`` histogram", contract):
-        names |= {f"{histogram}_{suffix}" for suffix in ("bucket", "count", "sum")}
-    if "``egress_<kind>_<fact>``" in contract:
-        names |= {f"egress_{kind.name}_{fact}" for kind in KINDS.values() for fact in kind.facts}
-    if "``egress_<state metric>" in contract:
-        names |= {f"egress_{rule.metric}" for rule in RULES}
-    return frozenset(names)
+@pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
+def test_every_join_keeps_vantage_points_apart(query) -> None:
+    """With Prometheus agents every site has the same instance: joins must match on vantage."""
+    assert not joins_without_vantage(query.expr), query
+    for labels in re.findall(r"\bon\s*\(([^()]*)\)", query.expr):
+        assert "vantage" in labels, f"a join across vantage points: {query}"
 
 
-CONTRACT = documented_metrics()
-PROMETHEUS_OWN = {"up", "scrape_duration_seconds"}  # Prometheus' own series about each target
+CONTRACT = contract()
 
 
-def test_the_contract_parses_into_exact_names() -> None:
-    assert {"egress_probe_success", "egress_probe_duration_seconds_bucket"} <= CONTRACT
-    assert {"egress_dns_rcode", f"egress_{RULES[0].metric}"} <= CONTRACT
-    assert "egress_probe_succes" not in CONTRACT
-    assert "egress_probe_success_bucket" not in CONTRACT
+def test_the_contract_holds_the_collectors_families() -> None:
+    assert {
+        "egress_probe_success",
+        "egress_probe_info",
+        "egress_probe_interval_seconds",
+    } <= CONTRACT
+    assert {
+        "egress_dns_rcode",
+        "egress_dns_answer_records",
+        f"egress_{RULES[0].metric}",
+    } <= CONTRACT
+    assert {"egress_build_info", "egress_event_loop_lag_seconds"} <= CONTRACT
+    assert "egress_probe_duration_seconds_bucket" not in CONTRACT  # no histogram any more
+    assert "egress_dns_answer_count" not in CONTRACT
 
 
 @pytest.mark.parametrize("query", ALL_QUERIES, ids=str)
@@ -223,6 +229,68 @@ def test_every_query_and_variable_is_valid_promql(tmp_path: Path, stack_tools: N
         timeout=30,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def _promql_test(tmp_path: Path, tests: list[dict]) -> subprocess.CompletedProcess[str]:
+    """Run promtool's PromQL unit tests (``promql_expr_test`` groups) without rules."""
+    rules = tmp_path / "none.yml"
+    rules.write_text(yaml.safe_dump({"groups": []}), encoding="utf-8")
+    path = tmp_path / "queries.test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(rules)], "tests": tests}), encoding="utf-8")
+    return subprocess.run(
+        ["promtool", "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def test_failure_panels_count_a_reasons_first_failure(tmp_path: Path, stack_tools: None) -> None:
+    """A reason's counter appears at 1 with its first failure, and no zero before it.
+
+    One run every 15 s; the run at 150 s is the probe's first and only timeout. The failure
+    panels count it in the interval (1 m) that holds it and not after; the success ratio is
+    3 of the 4 runs of that minute.
+    """
+    exprs = {
+        query.panel: substitute(
+            query.expr, {**dict.fromkeys(DOMAIN_VARIABLES, ".*"), "__rate_interval": "1m"}
+        )
+        for query in ALL_QUERIES
+        if query.panel in {"Failures by reason", "Failure reasons over time", "Success ratio"}
+    }
+    assert len(exprs) == 3
+    site = 'job="egress",instance="localhost:10115",vantage="branch-1",probe="swg"'
+    series = [
+        {
+            "series": f'egress_probe_info{{{site},kind="tcp",group="umbrella-swg"}}',
+            "values": "1x20",
+        },
+        {"series": f"egress_probes_total{{{site}}}", "values": "0+1x20"},
+        {
+            "series": f'egress_probe_failures_total{{{site},reason="timeout"}}',
+            "values": "_x10 1x10",
+        },
+    ]
+    cases = []
+    for panel, expr in exprs.items():
+        if panel == "Success ratio":
+            expected = [[150, [{"labels": "{}", "value": 0.75}]]]
+        else:
+            expected = [
+                [150, [{"labels": '{reason="timeout"}', "value": 1}]],
+                [165, [{"labels": '{reason="timeout"}', "value": 1}]],
+                [225, []],
+            ]
+        cases += [
+            {"expr": expr, "eval_time": f"{time}s", "exp_samples": samples}
+            for time, samples in expected
+        ]
+    result = _promql_test(
+        tmp_path, [{"interval": "15s", "input_series": series, "promql_expr_test": cases}]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_overview_links_to_the_detail_and_to_the_runbooks() -> None:
