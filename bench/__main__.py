@@ -146,8 +146,10 @@ def _campaign(
     finally:
         fields["uptime_end"] = load_snapshot()["uptime"]
         campaign.write_campaign(out, fields, plan)
-        (out / "report.md").write_text(render(out), encoding="utf-8")
-        print(out / "report.md")
+        text = render(out)
+        (out / "report.md").write_text(text, encoding="utf-8")
+        print(text, end="")
+        print(f"report written to {out / 'report.md'}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

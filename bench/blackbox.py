@@ -35,6 +35,7 @@ from bench.lab import ORIGIN, PROXY, BenchLab, in_pool, ping_rtt_ms, pool
 
 NAME = "blackbox_exporter"
 LISTEN = "127.0.0.1:9115"
+MAX_CONCURRENCY = 1024  # saturation: /probe calls in flight at most
 
 
 @dataclass
@@ -194,17 +195,22 @@ async def saturate(
     """Closed loop: C probes of ``kind`` in flight, for each C until the rate stops rising.
 
     Sustainable: >= 99 % of the probes succeed. The sweep ends at the first level below that,
-    or one that adds less than 5 % to the best rate so far.
+    or one that adds less than 5 % to the best rate so far; past the last C given it goes on
+    doubling C, up to 1024.
     """
     levels: list[dict[str, Any]] = []
-    async with session(limit=max(concurrency) + 10, timeout_s=30) as client:
+    sweep = list(concurrency)
+    async with session(limit=MAX_CONCURRENCY + 10, timeout_s=30) as client:
         await bb.process.start(client)
-        for c in concurrency:
+        while sweep:
+            c = sweep.pop(0)
             level = await _closed_loop(bb, client, kind, c, step)
             levels.append(level)
             best = max((lv["ok_per_s"] for lv in levels[:-1] if lv["sustainable"]), default=0.0)
             if not level["sustainable"] or level["ok_per_s"] < 1.05 * best:
                 break
+            if not sweep and c < MAX_CONCURRENCY:
+                sweep.append(2 * c)
     bb.process.stop()
     return {"kind": kind, "open_loop": False, "levels": levels}
 

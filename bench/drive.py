@@ -73,9 +73,10 @@ class ExporterProcess:
             self.proc = None
 
     async def exit_time(self) -> float | None:
-        """Send SIGTERM and return the seconds until the process exited (None: not within 10 s).
+        """Send SIGTERM and return the seconds until the process exited.
 
-        The event loop keeps running meanwhile, so scrapers in flight go on.
+        The event loop keeps running meanwhile, so scrapers in flight go on. A process still
+        there after EXIT_LIMIT_S is killed, and the answer is None.
         """
         if self.proc is None:
             raise RuntimeError("the exporter is not running")
@@ -84,6 +85,7 @@ class ExporterProcess:
         try:
             await asyncio.to_thread(self.proc.wait, EXIT_LIMIT_S)
         except subprocess.TimeoutExpired:
+            await asyncio.to_thread(self.stop)
             return None
         return time.monotonic() - began
 

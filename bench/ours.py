@@ -35,6 +35,8 @@ from bench.lab import ORIGIN, PROXY, BenchLab, in_pool, ping_rtt_ms, pool
 LISTEN = "127.0.0.1:9116"
 DEFAULT_CONCURRENCY = 64  # the exporter's own default --probe.max-concurrency
 SATURATE_CONCURRENCY = 100_000  # in flight at saturation = rate x latency, far above 64
+MAX_RATE = 10_000.0  # offered probes/s; 15,000 probes every 1.5 s
+MAX_LEVELS = 12
 
 
 class Ours:
@@ -207,19 +209,39 @@ async def saturate(
     """Open loop: n probes of ``kind`` every ``interval`` offer n/interval probes/s.
 
     A first level at 25/s gives the CPU per run c, so 1/c estimates the most the core can
-    take; then levels at ``factors`` x that estimate, ascending, until one is not
-    sustainable: fewer than 95 % of the offered probes started (the lab counts them, no
-    scrape in the window) or fewer than 99 % of the runs succeeded (the exporter's counters,
-    read after the window). A fresh exporter per level; timeout = interval (1.5 s: a SYN
-    retransmitted after 1 s still succeeds).
+    take; then levels at ``factors`` x that estimate, ascending, and on by the last factors'
+    ratio while they stay sustainable (the estimate is low when the cost per run falls with
+    the rate), up to 10,000/s. The sweep ends at the first level that is not sustainable:
+    fewer than 95 % of the offered probes started (the lab counts them, no scrape in the
+    window) or fewer than 99 % of the runs succeeded (the exporter's counters, read after the
+    window). A fresh exporter per level; timeout = interval (1.5 s: a SYN retransmitted after
+    1 s still succeeds).
     """
     levels = [await _open_loop(ours, kind, 25.0, step, interval)]
     cost = levels[0]["cpu_s_per_run"] or 0.01
-    for rate in sorted({min(10_000.0, max(1.0, round(f / cost))) for f in factors}):
+    planned = sorted({max(1.0, round(f / cost)) for f in factors})
+    growth = factors[-1] / factors[-2] if len(factors) > 1 else 2.0
+    while len(levels) <= MAX_LEVELS and (rate := _next_rate(levels, planned, growth)):
         levels.append(await _open_loop(ours, kind, rate, step, interval))
-        if not levels[-1]["sustainable"]:
-            break
     return {"kind": kind, "open_loop": True, "levels": levels}
+
+
+def _next_rate(levels: list[dict[str, Any]], planned: list[float], growth: float) -> float | None:
+    """The next offered rate of the sweep, or None when it is over.
+
+    Past a sustainable level: the next planned rate above it, then ``growth`` x it. After
+    a level that is not sustainable: none when an earlier one was (the knee is found),
+    otherwise half of it, down to 1/s (the first levels were already too much).
+    """
+    last: float = levels[-1]["offered_per_s"]
+    if not levels[-1]["sustainable"]:
+        if any(level["sustainable"] for level in levels) or last < 2:
+            return None
+        return last / 2
+    while planned and planned[0] <= last:
+        planned.pop(0)
+    rate = planned.pop(0) if planned else last * growth
+    return rate if rate <= MAX_RATE else None
 
 
 async def _open_loop(
@@ -245,15 +267,18 @@ async def _open_loop(
         for probe, ok in scraped.per_probe(ex.SUCCESS).items()
         if ok == 1.0
     ]
-    achieved = started / used["wall_s"]
+    # An open loop cannot start more than it offers: a surplus is SYNs retransmitted after
+    # the lab's servers dropped them (the driver+lab core's busy share tells when).
+    achieved = min(started / used["wall_s"], n / interval)
     level = {
         "offered_per_s": n / interval,
+        "started_per_s": started / used["wall_s"],
         "runs_per_s": achieved,
         "ok_per_s": achieved * success,
         "success": success,
         "sustainable": achieved >= 0.95 * n / interval and success >= 0.99,
         "cpu": used,
-        "cpu_s_per_run": used["cpu_s"] / started if started else None,
+        "cpu_s_per_run": used["cpu_s"] / (achieved * used["wall_s"]) if started else None,
         "duration_ms": stats.summary(x * 1000 for x in latencies),
         "loop_lag_s": scraped.value(ex.LOOP_LAG),
         "failures": {

@@ -10,6 +10,7 @@ ratio of each build to blackbox. A cell is the median over the campaign's repeat
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -105,7 +106,12 @@ def _scraped(result: Result, _core: str | None) -> Iterator[Fig]:
     kept = 100 * v["scraped_per_s"] / v["unscraped_per_s"] if v["unscraped_per_s"] else None
     yield Fig(SCRAPED, "scraped / unscraped %", kept)
     yield Fig(SCRAPED, "scrape duration p50 ms", _ms(v["scrape_s"].get("p50")))
-    yield Fig(SCRAPED, "SIGTERM to exit, s", v["exit_after_sigterm_s"])
+    exit_s = v["exit_after_sigterm_s"]
+    yield Fig(
+        SCRAPED,
+        "SIGTERM to exit, s (inf: killed after 10 s)",
+        math.inf if exit_s is None else exit_s,
+    )
 
 
 FIGURES: dict[str, Callable[[Result, str | None], Iterator[Fig]]] = {
@@ -141,10 +147,15 @@ def best_level(levels: list[Result]) -> Result | None:
 
 
 def rows(results: list[Result], core: str | None) -> list[Row]:
-    """Every figure of every run; ``core``: the exporter's, e.g. "cpu0" (None: not pinned)."""
+    """Every figure of every run; ``core``: the exporter's, e.g. "cpu0" (None: not pinned).
+
+    Our builds' runs come first: they have every figure blackbox has and more (its phases,
+    5,000 probes), so the tables follow their order.
+    """
+    ordered = sorted(results, key=lambda r: r["exporter"] == BLACKBOX)
     return [
         Row(fig, result["exporter"])
-        for result in results
+        for result in ordered
         for fig in FIGURES[result["figure"]](result, core)
     ]
 
@@ -272,7 +283,7 @@ def targets(table: Table, exporter: str) -> list[tuple[str, str, str]]:
     check("/metrics ≤ 50 ms at 1,000 probes", metrics, lambda x: x <= 50, "{:.1f} ms")
     kept = med(SCRAPED, "scraped / unscraped %")
     check("probe rate under 50 scrapers within 5 %", kept, lambda x: x >= 95, "{:.1f} %")
-    exit_s = med(SCRAPED, "SIGTERM to exit, s")
+    exit_s = med(SCRAPED, "SIGTERM to exit, s (inf: killed after 10 s)")
     check(
         "SIGTERM ends the process within 2 s (while scraped)", exit_s, lambda x: x <= 2, "{:.2f} s"
     )
