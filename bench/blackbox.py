@@ -88,7 +88,7 @@ def _reported(probed: Probed) -> dict[str, float]:
 
 async def accuracy(bb: Blackbox, per_kind: int, rate: float) -> dict[str, Any]:
     """``per_kind`` probes of every kind, ``rate`` probes/s in all, kinds interleaved."""
-    targets = [(kind, address) for kind, address in mix_targets(kinds.ALL, per_kind * 6)]
+    targets = mix_targets(kinds.ALL, per_kind * len(kinds.ALL))
     random.Random(1).shuffle(targets)
     rtt_before = ping_rtt_ms(pool(2)[1])
     bb.lab.delayer_stats(reset=True)
@@ -183,6 +183,7 @@ async def steady(
         "cpu_s_per_run": used["cpu_s"] / len(in_window) if in_window else None,
         "peak_rss_kib": status.get("VmHWM"),
         "threads": status.get("Threads"),
+        "startup_s": bb.process.startup_s,
         "metrics": metrics,
         "per_probe_bytes": stats.percentile([len(p.fetched.text.encode()) for p in done], 50),
         "per_probe_series": stats.percentile([p.metrics.series for p in done], 50),

@@ -18,7 +18,7 @@ from bench.host import ProcMonitor
 from bench.lab import BenchLab, pool
 
 READY_TIMEOUT_S = 120.0  # an exporter validating 10,000 probes takes seconds to come up
-EXIT_LIMIT_S = 10.0  # SIGTERM to exit; past it the process is killed and the figure is "none"
+EXIT_LIMIT_S = 10.0  # SIGTERM to exit; past it the process is killed (the report shows inf)
 
 
 @dataclass
@@ -88,12 +88,6 @@ class ExporterProcess:
             await asyncio.to_thread(self.stop)
             return None
         return time.monotonic() - began
-
-    def info(self) -> dict[str, Any]:
-        """Pid, cores it may run on and start-up time."""
-        pid = self.proc.pid if self.proc else None
-        cores = sorted(os.sched_getaffinity(pid)) if pid else []
-        return {"pid": pid, "affinity": cores, "startup_s": self.startup_s}
 
 
 @dataclass

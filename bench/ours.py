@@ -196,6 +196,7 @@ async def steady(
         "cpu_s_per_run": used["cpu_s"] / runs if runs else None,
         "peak_rss_kib": status.get("VmHWM"),
         "threads": status.get("Threads"),
+        "startup_s": ours.process.startup_s,
         "loop_lag_s": last.value(ex.LOOP_LAG),
         "metrics": metrics,
         "per_probe_bytes": metrics["bytes"] / n,
