@@ -88,10 +88,11 @@ def main() -> None:
             dns_kind._KERNEL_TIMESTAMPS = kernel  # noqa: SLF001 - compare both clocks
             clock = "kernel SO_TIMESTAMPNS" if kernel else "userland monotonic"
             for in_flight in (1, 500):
-                errors = in_namespace(
-                    lab.client,
-                    lambda n=in_flight: asyncio.run(_measure(n, args.samples)),
-                )
+
+                def measure(n: int = in_flight) -> list[float]:
+                    return asyncio.run(_measure(n, args.samples))
+
+                errors = in_namespace(lab.client, measure)
                 print(
                     f"{clock:<22}{in_flight:>10}{_percentile(errors, 0.5) * 1e3:>10.3f}"
                     f"{_percentile(errors, 0.99) * 1e3:>10.3f}"
