@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from scraping import scrape
 
 from bench import exposition, report
-from exporter.collector import EgressCollector, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings
 from exporter.probes.tcp import TcpProbe
 from exporter.results import FailureReason, ProbeResult
@@ -138,9 +138,7 @@ def _store_with_runs() -> ResultStore:
 
 
 def test_parser_reads_the_exporters_own_exposition_by_probe():
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(EgressCollector(_store_with_runs()))
-    scraped = exposition.parse(generate_latest(registry).decode())
+    scraped = exposition.parse(scrape(_store_with_runs()))
     assert scraped.per_probe(exposition.PROBES_TOTAL) == {"swg": 2.0}
     assert scraped.value(exposition.SUCCESS, "swg") == 0.0
     assert scraped.value(exposition.PHASE_DURATION, "swg", "connect") == 0.0205

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
-from exposition import scrape
 from prometheus_client.parser import text_string_to_metric_families
+from scraping import scrape
 
 from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, StatesSettings

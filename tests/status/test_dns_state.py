@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from exposition import scrape
+from scraping import scrape
 from status_runs import new_run
 
 from exporter.collector import ResultStore

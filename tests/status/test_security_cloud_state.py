@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from exposition import scrape
+from scraping import scrape
 from status_runs import new_run
 
 from exporter.collector import ResultStore

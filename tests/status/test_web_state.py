@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exposition import scrape
+from scraping import scrape
 from status_runs import new_run
 
 from exporter.collector import ResultStore
