@@ -125,3 +125,21 @@ class ScriptedResponder:
             thread.join()
         self.udp_sock.close()
         self.tcp_sock.close()
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[ScriptedResponder]:
+    """A running responder for the block (a test module's fixture)."""
+    responder = ScriptedResponder()
+    try:
+        yield responder
+    finally:
+        responder.close()
+
+
+def scripted(responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    """The responder reset for one test; a script that raised fails the test afterwards."""
+    responder.reset()
+    yield responder
+    if responder.script_errors:
+        raise responder.script_errors[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dns.message
 import dns.rcode
@@ -18,7 +18,7 @@ import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from dns_responder import ScriptedResponder, framed
+from dns_responder import ScriptedResponder, framed, scripted, serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -135,6 +135,17 @@ def test_non_certificates_are_not_parsed(blob: bytes) -> None:
 
 
 # -- replies from a real loopback responder -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def running_responder() -> Iterator[ScriptedResponder]:
+    with serving() as running:
+        yield running
+
+
+@pytest.fixture
+def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    yield from scripted(running_responder)
 
 
 def _txt_response(query: dns.message.Message, *strings: str) -> dns.message.Message:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.flags
@@ -22,7 +23,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 import yaml
-from dns_responder import ScriptedResponder, framed
+from dns_responder import ScriptedResponder, framed, scripted, serving
 from exposition import scrape
 from no_ipv6 import refuse_ipv6
 
@@ -35,6 +36,17 @@ from exporter.runner import execute
 
 DEBUG_IDENTITY = {"check": "answer_regex", "regex": r"^server r\d+\.([a-z0-9-]+)$"}
 HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def running_responder() -> Iterator[ScriptedResponder]:
+    with serving() as running:
+        yield running
+
+
+@pytest.fixture
+def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    yield from scripted(running_responder)
 
 
 def _probe(port: int, **fields: object) -> dns_kind.DnsProbe:
