@@ -94,8 +94,8 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
         curl_code=6,
     ),
     FailureReason.DNS_BAD_RESPONSE: ReasonRecord(
-        "Malformed or truncated DNS answer: middlebox mangling or "
-        "fragment/MTU issue; allow TCP 53.",
+        "Malformed DNS answer, only strays, or truncated and the TCP retry failed: middlebox "
+        "mangling or fragment/MTU issue; allow TCP 53.",
     ),
     FailureReason.DNS_INTERCEPTED: ReasonRecord(
         "Answer did not come from the vendor: a DNS proxy or DNAT "
