@@ -33,6 +33,32 @@ def plain_response(query: dns.message.Message) -> bytes:
     return dns.message.make_response(query).to_wire()
 
 
+def _bind_pair(*, tcp: bool) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket on a free port and a TCP listener on the same port number (if ``tcp``).
+
+    The free UDP port the kernel picks may be taken for TCP (a client's ephemeral port):
+    then try another, a bounded number of times.
+    """
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(0.1)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.settimeout(0.1)
+        if not tcp:
+            return udp, listener
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            listener.close()
+            continue
+        listener.listen(16)
+        return udp, listener
+    raise OSError("no port free for both UDP and TCP on 127.0.0.1")
+
+
 class ScriptedResponder:
     """UDP and TCP on 127.0.0.1 (same port), following the test's script."""
 
@@ -43,18 +69,11 @@ class ScriptedResponder:
         self.banner = b""
         self.hold = False
         self.script_errors: list[Exception] = []
-        self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp_sock.bind(("127.0.0.1", 0))
+        self.udp_sock, self.tcp_sock = _bind_pair(tcp=tcp)
         self.port = self.udp_sock.getsockname()[1]
-        self.udp_sock.settimeout(0.1)
-        self.tcp_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp_sock.settimeout(0.1)
         self.running = True
         self.threads = [threading.Thread(target=self._serve_udp, daemon=True)]
         if tcp:
-            self.tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.tcp_sock.bind(("127.0.0.1", self.port))
-            self.tcp_sock.listen(16)
             self.threads.append(threading.Thread(target=self._serve_tcp, daemon=True))
         for thread in self.threads:
             thread.start()
