@@ -94,8 +94,8 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
         curl_code=6,
     ),
     FailureReason.DNS_BAD_RESPONSE: ReasonRecord(
-        "Malformed or truncated DNS answer: middlebox mangling or "
-        "fragment/MTU issue; allow TCP 53.",
+        "Malformed DNS answer, only strays, or truncated and the TCP retry failed: middlebox "
+        "mangling or fragment/MTU issue; allow TCP 53.",
     ),
     FailureReason.DNS_INTERCEPTED: ReasonRecord(
         "Answer did not come from the vendor: a DNS proxy or DNAT "
@@ -241,11 +241,14 @@ class RunRecorder:
         *,
         timeout_reason: FailureReason = FailureReason.TIMEOUT,
         waiting_for: str = "",
+        timed: bool = True,
     ) -> Iterator[None]:
         """Time the block as phase ``name`` on the loop's clock (added to earlier time in it).
 
         ``timeout_reason`` is the verdict when the run's time runs out inside the block;
-        ``waiting_for`` words it ("the proxy proxy.example:3128").
+        ``waiting_for`` words it ("the proxy proxy.example:3128"). With ``timed=False`` a
+        block that completes adds nothing: the kind records the phase's time itself with
+        :meth:`add` (from a kernel timestamp); one that raises gets the loop's figure.
         """
         self.step = _Step(name, timeout_reason, waiting_for)
         clock = asyncio.get_running_loop().time
@@ -259,8 +262,18 @@ class RunRecorder:
             self.add(name, clock() - start)
             self.step = None
             raise
-        self.add(name, clock() - start)
+        if timed:
+            self.add(name, clock() - start)
         self.step = None
+
+    def timeout_means(self, reason: FailureReason, waiting_for: str) -> None:
+        """From now on, running out of time in the phase in progress means ``reason``.
+
+        For a phase that learns as it waits (stray datagrams came, but no reply: the verdict
+        is a bad response, not a silent drop).
+        """
+        if self.step is not None:
+            self.step = _Step(self.step.name, reason, waiting_for)
 
     def add(self, phase: str, seconds: float) -> None:
         """Record ``seconds`` more spent in ``phase`` (e.g. from a kernel timestamp)."""
@@ -345,6 +358,7 @@ _CONNECT_ERRNOS: Mapping[int, FailureReason] = {
     errno.EACCES: FailureReason.NETWORK_UNREACHABLE,  # ICMP admin-prohibited on some stacks
     errno.EPERM: FailureReason.NETWORK_UNREACHABLE,  # a local firewall rejected the send
     errno.EADDRNOTAVAIL: FailureReason.NETWORK_UNREACHABLE,
+    errno.EAFNOSUPPORT: FailureReason.NETWORK_UNREACHABLE,  # no IPv6 here (ipv6.disable=1)
     errno.ETIMEDOUT: FailureReason.TIMEOUT,
 }
 

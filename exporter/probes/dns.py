@@ -1,6 +1,6 @@
 """The ``dns`` kind: one DNS exchange with one server, over UDP or TCP, on any port.
 
-One query, one answer, no retries hidden inside: a lost datagram is a ``timeout``, which is
+One query, one answer, no retransmission: a lost datagram is a ``timeout``, which is
 what the Secure Client Roaming Module sees too. The reply is parsed with dnspython and checked
 against the expectations (rcodes, answer count, regex, TXT prefix), then optionally against an
 identity check proving the answer came from the vendor's resolver (the values, such as
@@ -14,13 +14,22 @@ Umbrella's provider key, come from the presets):
   (Ed25519) and inside its validity window.
 
 An answer failing its identity check is ``dns_intercepted``: something else (a DNS proxy, a
-DNAT rule) answered in the vendor's name. On Linux the UDP reply is timestamped by the kernel
+DNAT rule) answered in the vendor's name; so is text where a TCP reply should start (an HTTP
+server behind a transparent proxy). On Linux the UDP reply is timestamped by the kernel
 (``SO_TIMESTAMPNS``), so the ``request`` phase does not include event-loop lag.
+
+Over UDP, as a stub resolver does: ICMP errors are read from the socket's error queue (a
+router's unreachable is ``network_unreachable`` naming the router, see ``_icmp``); datagrams
+that do not answer the query are counted as strays and the wait goes on (RFC 5452 section 9.1);
+a truncated reply (TC=1) is retried over TCP to the same server and port (RFC 7766 section 5),
+whose answer is then checked (phases ``tcp_connect`` and ``tcp_request``, text fact
+``tcp_fallback``: ``answered`` or ``failed``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import re
 import socket
@@ -28,6 +37,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import dns.exception
@@ -40,13 +50,18 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 from pydantic import AfterValidator, Discriminator, Field
 
-from exporter.probes import _net
+from exporter.probes import _icmp, _net
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
 from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, Regex, StrictModel
-from exporter.results import FailureReason, ProbeError, RunRecorder
+from exporter.results import FailureReason, ProbeError, RunRecorder, classify
 
-PHASES = ("connect", "request")
+TCP_PHASES = ("connect", "request")
+# A UDP query, then the TCP retry after a truncated reply.
+UDP_PHASES = ("request", "tcp_connect", "tcp_request")
 _MAX_MESSAGE = 65535
+_SNIFF_BYTES = 5  # length prefix, id and the flags byte holding QR (RFC 1035 section 4.1.1)
+_TEXT = frozenset(b"\t\r\n" + bytes(range(0x20, 0x7F)))
+_SHOWN_BYTES = 40
 # Linux's SO_TIMESTAMPNS (asm-generic value); the reply's cmsg carries a struct timespec.
 _SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@ll")
@@ -175,23 +190,26 @@ class DnsProbe(ProbeConfig):
 
     @property
     def phases(self) -> tuple[str, ...]:
-        """``request``, after ``connect`` over TCP."""
-        return PHASES if self.protocol == "tcp" else ("request",)
+        """``connect`` and ``request`` over TCP; over UDP ``request``, then the TCP retry's."""
+        return TCP_PHASES if self.protocol == "tcp" else UDP_PHASES
 
 
 async def run(config: DnsProbe, recorder: RunRecorder) -> None:
-    """Send one query, read one reply, check it; failures raise ProbeError, facts are kept."""
+    """Send one query, read its reply, check it; failures raise ProbeError, facts are kept.
+
+    Over UDP a truncated reply (TC=1) is retried over TCP to the same server and port, as a
+    resolver does (RFC 7766 section 5); the TCP answer is then the one checked.
+    """
     query = _make_query(config)
-    if config.protocol == "udp":
-        wire = await _udp_exchange(config, query.to_wire(), recorder)
-    else:
-        wire = await _tcp_exchange(config, query.to_wire(), recorder)
     recorder.fact("answering_server", config.server)
-    recorder.fact("response_size_bytes", float(len(wire)))
-    response = _parse(query, wire, recorder)
+    if config.protocol == "udp":
+        response = await _udp_exchange(config, query, recorder)
+        if response.flags & dns.flags.TC:
+            response = await _tcp_retry(config, query, recorder)
+    else:
+        response = await _tcp_exchange(config, query, recorder)
     problem = (
-        _truncation_problem(config, response)
-        or _rcode_problem(config, response)
+        _rcode_problem(config, response)
         or _answer_problem(config.expect, response)
         or _identity_problem(config.identity, response, recorder)
     )
@@ -210,36 +228,77 @@ def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
     )
 
 
-# -- the exchange ----------------------------------------------------------------------------
+# -- the route --------------------------------------------------------------------------------
 
 
-async def _udp_exchange(config: DnsProbe, wire: bytes, recorder: RunRecorder) -> bytes:
-    sock = socket.socket(_net.socket_family(config.server), socket.SOCK_DGRAM)
+def _route(config: DnsProbe, recorder: RunRecorder) -> socket.socket:
+    """A UDP socket connected to the server: ``connect`` on UDP only looks the route up.
+
+    Failing here means this vantage point has no route (or no address) for the server's
+    family, which the protection state reports as ``not_applicable`` rather than as a network
+    fault: ``EAFNOSUPPORT`` from ``socket()`` (IPv6 disabled at boot with ``ipv6.disable=1``,
+    or the family refused to the process, as systemd's ``RestrictAddressFamilies=`` does),
+    ``ENETUNREACH`` / ``EADDRNOTAVAIL`` from ``connect()`` (no route, no source address).
+    """
+    try:
+        sock = socket.socket(_net.socket_family(config.server), socket.SOCK_DGRAM)
+    except OSError as exc:
+        if exc.errno != errno.EAFNOSUPPORT:
+            raise
+        raise _no_route(config, recorder, exc) from None
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
-        try:
-            # connect() on UDP only looks the route up: failing here means this vantage point
-            # has no route (or no address) for the family, which the protection state reports
-            # as not_applicable rather than as a network fault.
-            sock.connect((config.server, config.port))
-        except OSError as exc:
-            recorder.fact("route", "none")
-            raise ProbeError(
-                FailureReason.NETWORK_UNREACHABLE,
-                f"no route to {config.server} from this host: {exc.strerror}",
-            ) from None
+        sock.connect((config.server, config.port))
+    except OSError as exc:
+        sock.close()
+        raise _no_route(config, recorder, exc) from None
+    return sock
+
+
+def _no_route(config: DnsProbe, recorder: RunRecorder, exc: OSError) -> ProbeError:
+    recorder.fact("route", "none")
+    return ProbeError(
+        FailureReason.NETWORK_UNREACHABLE,
+        f"no route to {config.server} from this host: {exc.strerror}",
+    )
+
+
+# -- UDP ----------------------------------------------------------------------------------------
+
+
+async def _udp_exchange(
+    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
+) -> dns.message.Message:
+    """Send the query and wait for the datagram that answers it.
+
+    ICMP errors are asked for (``IP_RECVERR``): a router's host unreachable is
+    ``network_unreachable`` at once, naming the router, instead of a silent wait. Datagrams that
+    do not answer the query (another id or question, malformed) are strays (RFC 5452 section
+    9.1): counted, and the wait goes on; if the time runs out after strays, the verdict is
+    ``dns_bad_response`` with what came, not a bare ``timeout``.
+    """
+    sock = _route(config, recorder)
+    try:
+        _icmp.enable(sock)
         kernel_stamps = _enable_timestamps(sock)
-        sent_wall_ns, sent = time.time_ns(), time.monotonic()
-        sock.send(wire)
-        # A connected UDP socket only accepts datagrams from the server, and an ICMP port
-        # unreachable surfaces here as ECONNREFUSED.
-        data, ancillary = await _receive(sock)
-        userland = time.monotonic() - sent
+        recorder.fact("stray_datagrams", 0.0)
+        with recorder.phase(
+            "request", timed=False, waiting_for=f"waiting for a reply from {config.target}"
+        ):
+            sent_wall_ns, sent = time.time_ns(), time.monotonic()
+            try:
+                sock.send(query.to_wire())
+            except OSError as exc:
+                raise _socket_error(sock, exc) from None
+            data, ancillary, response = await _matching_reply(sock, query, config, recorder)
+            userland = time.monotonic() - sent
     finally:
         sock.close()
     rtt = _kernel_rtt(ancillary, sent_wall_ns, userland) if kernel_stamps else None
     recorder.add("request", userland if rtt is None else rtt)
-    return data
+    recorder.fact("truncated", float(bool(response.flags & dns.flags.TC)))
+    _record_reply(response, data, recorder)
+    return response
 
 
 def _enable_timestamps(sock: socket.socket) -> bool:
@@ -252,9 +311,48 @@ def _enable_timestamps(sock: socket.socket) -> bool:
     return True
 
 
-async def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+Ancillary = list[tuple[int, int, bytes]]
+
+
+async def _matching_reply(
+    sock: socket.socket, query: dns.message.Message, config: DnsProbe, recorder: RunRecorder
+) -> tuple[bytes, Ancillary, dns.message.Message]:
+    """Read datagrams until one answers ``query``; count the others as strays."""
+    strays = 0
+    while True:
+        data, ancillary = await _receive(sock)
+        response, stray = _answer_to(query, data)
+        if response is not None:
+            return data, ancillary, response
+        strays += 1
+        recorder.fact("stray_datagrams", float(strays))
+        recorder.timeout_means(
+            FailureReason.DNS_BAD_RESPONSE,
+            f"waiting for a reply that answers the query: {strays} stray "
+            f"datagram{'s' if strays > 1 else ''} from {config.target}, the last {stray}",
+        )
+
+
+def _answer_to(query: dns.message.Message, data: bytes) -> tuple[dns.message.Message | None, str]:
+    """The reply if ``data`` answers ``query`` (id, question, QR, opcode), else why not."""
+    try:
+        response = dns.message.from_wire(data)
+    except dns.exception.DNSException as exc:
+        return None, f"malformed ({len(data)} bytes, {exc}): {data[:_SHOWN_BYTES]!r}"
+    if query.is_response(response):
+        return response, ""
+    if not response.flags & dns.flags.QR:
+        return None, f"a query, not a reply (id {response.id}): an echo?"
+    if response.id != query.id:
+        return None, f"for another query (id {response.id}, ours {query.id})"
+    asked = "; ".join(str(question) for question in response.question) or "no question"
+    return None, f"for another question ({asked})"
+
+
+async def _receive(sock: socket.socket) -> tuple[bytes, Ancillary]:
+    """The next datagram on ``sock``; a queued ICMP error raises as a ProbeError naming it."""
     loop = asyncio.get_running_loop()
-    received: asyncio.Future[tuple[bytes, list[tuple[int, int, bytes]]]] = loop.create_future()
+    received: asyncio.Future[tuple[bytes, Ancillary]] = loop.create_future()
 
     def readable() -> None:
         if received.done():
@@ -264,7 +362,7 @@ async def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, byt
         except BlockingIOError:
             return
         except OSError as exc:
-            received.set_exception(exc)
+            received.set_exception(_socket_error(sock, exc))
         else:
             received.set_result((data, ancillary))
 
@@ -275,9 +373,15 @@ async def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, byt
         loop.remove_reader(sock.fileno())
 
 
-def _kernel_rtt(
-    ancillary: list[tuple[int, int, bytes]], sent_wall_ns: int, userland: float
-) -> float | None:
+def _socket_error(sock: socket.socket, exc: OSError) -> Exception:
+    """What the network said when ``exc`` came: the first queued ICMP error, or ``exc``."""
+    errors = _icmp.read_errors(sock)
+    if not errors:
+        return exc
+    return ProbeError(errors[0].reason, errors[0].description)
+
+
+def _kernel_rtt(ancillary: Ancillary, sent_wall_ns: int, userland: float) -> float | None:
     """The RTT from the kernel's receive timestamp, or None when it is missing or implausible.
 
     The kernel stamps with the wall clock, so a clock step between send and receive would show;
@@ -291,68 +395,144 @@ def _kernel_rtt(
     return None
 
 
-async def _tcp_exchange(config: DnsProbe, wire: bytes, recorder: RunRecorder) -> bytes:
-    with recorder.phase("connect"):
+# -- TCP ------------------------------------------------------------------------------------------
+
+
+async def _tcp_exchange(
+    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
+) -> dns.message.Message:
+    _route(config, recorder).close()
+    wire = await _tcp_message(config, query, recorder, TCP_PHASES, _Waiting())
+    response = _parse(query, wire)
+    recorder.fact("truncated", float(bool(response.flags & dns.flags.TC)))
+    _record_reply(response, wire, recorder)
+    return response
+
+
+async def _tcp_retry(
+    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
+) -> dns.message.Message:
+    """The same query over TCP after a truncated UDP reply.
+
+    The retry's own failure is ``dns_bad_response`` (naming why); an answer from someone else
+    stays ``dns_intercepted``.
+    """
+    retry = f"the TCP retry to {config.target} after a truncated reply (TC=1)"
+    waiting = _Waiting(FailureReason.DNS_BAD_RESPONSE, f"waiting for {retry}")
+    recorder.fact("tcp_fallback", "failed")
+    try:
+        wire = await _tcp_message(config, query, recorder, UDP_PHASES[1:], waiting)
+        response = _parse(query, wire)
+    except Exception as exc:
+        mapped = classify(exc)
+        if mapped is None:
+            raise
+        reason, text = mapped
+        if reason == FailureReason.DNS_INTERCEPTED:
+            raise
+        raise ProbeError(
+            FailureReason.DNS_BAD_RESPONSE, f"{retry} failed: {reason} ({text})"
+        ) from None
+    recorder.fact("tcp_fallback", "answered")
+    _record_reply(response, wire, recorder)
+    return response
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """What running out of time in a TCP exchange means, and how to word it."""
+
+    reason: FailureReason = FailureReason.TIMEOUT
+    what: str = ""
+
+
+async def _tcp_message(
+    config: DnsProbe,
+    query: dns.message.Message,
+    recorder: RunRecorder,
+    phases: tuple[str, ...],
+    waiting: _Waiting,
+) -> bytes:
+    """Connect, send the query, read one message back (RFC 1035 section 4.2.2 framing).
+
+    ``phases`` names the connect and the request phase.
+    """
+    connect, request = phases
+    with recorder.phase(connect, timeout_reason=waiting.reason, waiting_for=waiting.what):
         sock = await _net.tcp_connect(config.server, config.port)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
-        with recorder.phase("request"):
+        with recorder.phase(request, timeout_reason=waiting.reason, waiting_for=waiting.what):
+            wire = query.to_wire()
             writer.write(struct.pack("!H", len(wire)) + wire)
             await writer.drain()
-            return await _read_tcp_message(reader)
+            return await _read_tcp_message(reader, config)
     finally:
         _net.discard(writer)
 
 
-async def _read_tcp_message(reader: asyncio.StreamReader) -> bytes:
-    try:
-        (length,) = struct.unpack("!H", await reader.readexactly(2))
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise ProbeError(FailureReason.DNS_BAD_RESPONSE, "reply cut after 1 byte") from None
-        raise  # closed without a reply: the reason mapping says connection_reset
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise ProbeError(
-            FailureReason.DNS_BAD_RESPONSE,
-            f"reply cut after {len(exc.partial)} of {length} announced bytes",
-        ) from None
+async def _read_tcp_message(reader: asyncio.StreamReader, config: DnsProbe) -> bytes:
+    """One length-prefixed message; text instead of one is an interception.
+
+    A DNS reply starts with its length, its id and a flags byte whose QR bit is set (RFC 1035
+    section 4.1.1), so its first five bytes are never all printable ASCII: when they are, a
+    text protocol answered, an HTTP server most often (a transparent proxy intercepting the
+    port), and the verdict comes at once instead of waiting for "18516 announced bytes" (HT).
+    """
+    head = b""
+    while len(head) < _SNIFF_BYTES:
+        chunk = await reader.read(_MAX_MESSAGE)
+        if not chunk:
+            break
+        head += chunk
+    if len(head) >= _SNIFF_BYTES and all(byte in _TEXT for byte in head[:_SNIFF_BYTES]):
+        raise ProbeError(FailureReason.DNS_INTERCEPTED, _text_reply(head, config))
+    if not head:
+        raise ProbeError(FailureReason.CONNECTION_RESET, "connection closed without a reply")
+    if len(head) == 1:
+        raise ProbeError(FailureReason.DNS_BAD_RESPONSE, "reply cut after 1 byte")
+    (length,) = struct.unpack("!H", head[:2])
+    body = head[2:]
+    if len(body) < length:
+        try:
+            body += await reader.readexactly(length - len(body))
+        except asyncio.IncompleteReadError as exc:
+            raise ProbeError(
+                FailureReason.DNS_BAD_RESPONSE,
+                f"reply cut after {len(body) + len(exc.partial)} of {length} announced bytes",
+            ) from None
+    return body[:length]
+
+
+def _text_reply(head: bytes, config: DnsProbe) -> str:
+    got = head[:_SHOWN_BYTES]
+    if got.startswith(b"HTTP/"):
+        return (
+            f"an HTTP server answered on TCP {config.port}: a transparent proxy intercepts DNS;"
+            f" got {got!r}"
+        )
+    return f"a text protocol, not DNS, answered on TCP {config.port}: got {got!r}"
 
 
 # -- checking the reply ------------------------------------------------------------------------
 
 
-def _parse(query: dns.message.Message, wire: bytes, recorder: RunRecorder) -> dns.message.Message:
-    try:
-        response = dns.message.from_wire(wire)
-    except dns.exception.DNSException as exc:
-        raise ProbeError(
-            FailureReason.DNS_BAD_RESPONSE,
-            f"malformed reply ({len(wire)} bytes): {exc}",
-        ) from None
-    recorder.fact("rcode", float(response.rcode()))
-    recorder.fact("truncated", float(bool(response.flags & dns.flags.TC)))
-    recorder.fact("answer_records", float(sum(len(rrset) for rrset in response.answer)))
-    if not query.is_response(response):
-        raise ProbeError(
-            FailureReason.DNS_BAD_RESPONSE,
-            f"reply does not answer the query (id {response.id} for {query.id}, or another "
-            "question)",
-        )
+def _parse(query: dns.message.Message, wire: bytes) -> dns.message.Message:
+    """The reply over TCP (one connection, one query: anything else in it is a bad reply)."""
+    response, problem = _answer_to(query, wire)
+    if response is None:
+        raise ProbeError(FailureReason.DNS_BAD_RESPONSE, f"the reply is {problem}")
     return response
 
 
+def _record_reply(response: dns.message.Message, wire: bytes, recorder: RunRecorder) -> None:
+    """The facts of the reply that is checked."""
+    recorder.fact("response_size_bytes", float(len(wire)))
+    recorder.fact("rcode", float(response.rcode()))
+    recorder.fact("answer_records", float(sum(len(rrset) for rrset in response.answer)))
+
+
 Problem = tuple[FailureReason, str] | None
-
-
-def _truncation_problem(config: DnsProbe, response: dns.message.Message) -> Problem:
-    if config.protocol == "udp" and response.flags & dns.flags.TC:
-        return (
-            FailureReason.DNS_BAD_RESPONSE,
-            "truncated reply (TC=1): the full answer needs TCP",
-        )
-    return None
 
 
 def _rcode_problem(config: DnsProbe, response: dns.message.Message) -> Problem:
@@ -495,7 +675,10 @@ KIND = ProbeKind(
     facts={
         "rcode": "DNS rcode of the last reply (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED).",
         "answer_records": "Records in the answer section of the last reply.",
-        "truncated": "Whether the last reply had the TC flag set (1) or not (0).",
+        "truncated": "Whether the last reply had the TC flag set (1) or not (0); over UDP "
+        "the probe then retried over TCP.",
+        "stray_datagrams": "Datagrams that did not answer the last UDP query (another id or "
+        "question, malformed), read while waiting for its reply.",
         "response_size_bytes": "Size of the last reply on the wire, in bytes.",
         "dnscrypt_cert_not_after_timestamp_seconds": "Expiry of the newest valid DNSCrypt "
         "certificate served.",

@@ -11,8 +11,10 @@ The module probes the Umbrella resolvers over UDP 443 (DNSCrypt) and UDP 53 and 
 
 Members are ``dns`` probes with ``counts_towards: {state: dns_protection, role: candidate}``;
 ``supporting`` probes (TCP 53 and 443, needed for truncated answers) only mark the verdict
-degraded. The verdict's detail names every failed candidate with its reason, so the state
-explains itself.
+degraded. A UDP candidate whose reply was truncated (TC=1) answers when its own TCP retry to
+the same server and port answers correctly, as the agent's resolver falls back to TCP. The
+verdict's detail names every failed candidate with its reason, and every candidate that only
+answered over TCP, so the state explains itself.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ def had_no_route(result: ProbeResult) -> bool:
     )
 
 
+def answered_over_tcp(result: ProbeResult) -> bool:
+    """A UDP candidate whose reply was truncated (TC=1) and whose TCP retry answered correctly.
+
+    It counts as answered: the agent's resolver retries over TCP the same way.
+    """
+    return result.success and result.facts.get("tcp_fallback") == "answered"
+
+
 def decide(members: Sequence[Member]) -> tuple[str, str] | None:
     """The state of one family from its candidates' latest results, and why."""
     candidates = [m for m in members if m.role == CANDIDATE]
@@ -95,7 +105,11 @@ def primary_reason(members: Sequence[Member]) -> FailureReason | None:
 def explain(state: str, candidates: Sequence[Member], supporting: Sequence[Member]) -> str:
     """Which candidates answered, and every failure with its reason."""
     failed = [m for m in candidates if not m.result.success]
-    parts = [f"{len(candidates) - len(failed)} of {len(candidates)} candidates answered"]
+    answered = f"{len(candidates) - len(failed)} of {len(candidates)} candidates answered"
+    retried = [m.probe.name for m in candidates if answered_over_tcp(m.result)]
+    if retried:
+        answered += f" ({', '.join(retried)} over TCP after a truncated reply)"
+    parts = [answered]
     primary = primary_reason(failed)
     if state in {"unprotected", "intercepted"} and primary is not None:
         parts.append(f"primary reason {primary}")

@@ -12,10 +12,14 @@ Answers what the Roaming Module and the ``dns`` kind ask the Umbrella resolvers:
 - anything else: NXDOMAIN.
 
 ``--delay-ms`` holds every reply that long after the query arrived (the kernel's receive time),
-since ``tc netem`` is not available on our kernel.
+since ``tc netem`` is not available on our kernel. Over UDP, ``--truncate-udp`` answers every
+query with TC=1 and no records (a DNS guard's "TC challenge", pushing clients to TCP);
+``--strays N`` sends N datagrams that do not answer the query (another id, then another
+question) before each reply, and ``--withhold`` sends only those.
 
 Usage: umbrella_responder.py ADDRESS:PORT [...] --provider-seed HEX [--site tst]
-       [--welcome 146.112.59.6] [--delay-ms 0] [--cert-expired]
+       [--welcome 146.112.59.6] [--delay-ms 0] [--cert-expired] [--truncate-udp]
+       [--strays 0] [--withhold]
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Answers:
         self.site = args.site
         self.welcome = args.welcome
         self.cert = certificate(bytes.fromhex(args.provider_seed), args.cert_expired)
+        self.truncate_udp = args.truncate_udp
 
     def reply(self, wire: bytes, peer: tuple[str, int], max_size: int | None) -> bytes | None:
         """The reply to ``wire`` (None to stay silent on garbage); truncated past ``max_size``."""
@@ -80,11 +85,25 @@ class Answers:
         reply = response.to_wire()
         if max_size is not None:
             limit = max(512, query.payload if query.edns >= 0 else 512)
-            if len(reply) > limit:
+            if len(reply) > limit or self.truncate_udp:
                 response.answer.clear()
                 response.flags |= dns.flags.TC
                 reply = response.to_wire()
         return reply
+
+    @staticmethod
+    def strays(wire: bytes, count: int) -> list[bytes]:
+        """``count`` datagrams that do not answer the query: another id, another question."""
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return []
+        wrong_id = dns.message.make_response(query)
+        wrong_id.id = (query.id + 1) % 65536
+        other = dns.message.make_query("stray.lab.test", "A", id=query.id)
+        return [
+            (wrong_id, dns.message.make_response(other))[i % 2].to_wire() for i in range(count)
+        ]
 
     def _records(self, question: dns.rrset.RRset, peer: tuple[str, int]) -> list[str] | None:
         name = question.name.to_text(omit_final_dot=True).lower()
@@ -120,9 +139,12 @@ def _patch_hold(reply: bytes, received_ns: int) -> bytes:
 class UdpServer:
     """A UDP listener reading with recvmsg, so every query carries a kernel receive time."""
 
-    def __init__(self, answers: Answers, delay: float, address: str, port: int) -> None:
+    def __init__(
+        self, answers: Answers, args: argparse.Namespace, address: str, port: int
+    ) -> None:
         """Bind and start reading."""
-        self.answers, self.delay = answers, delay
+        self.answers, self.delay = answers, args.delay_ms / 1000
+        self.strays, self.withhold = args.strays, args.withhold
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
@@ -145,8 +167,10 @@ class UdpServer:
                 if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
                     seconds, nanoseconds = _TIMESPEC.unpack(data)
                     received_ns = seconds * 1_000_000_000 + nanoseconds
+            for stray in Answers.strays(wire, self.strays):
+                self.sock.sendto(stray, peer)
             reply = self.answers.reply(wire, peer[:2], max_size=512)
-            if reply is None:
+            if reply is None or self.withhold:
                 continue
             wait = (received_ns + self.delay * 1e9 - time.time_ns()) / 1e9
             self.loop.call_later(max(wait, 0.0), self._send, reply, peer, received_ns)
@@ -183,7 +207,7 @@ async def _main(args: argparse.Namespace) -> None:
     for item in args.listen:
         host, _, port = item.rpartition(":")
         address = host.strip("[]")
-        udp.append(UdpServer(answers, delay, address, int(port)))
+        udp.append(UdpServer(answers, args, address, int(port)))
         servers.append(await _serve_tcp(answers, delay, address, int(port)))
     await asyncio.gather(*(server.serve_forever() for server in servers))
 
@@ -196,6 +220,9 @@ def main() -> None:
     parser.add_argument("--welcome", default="146.112.59.6")
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--cert-expired", action="store_true")
+    parser.add_argument("--truncate-udp", action="store_true")
+    parser.add_argument("--strays", type=int, default=0)
+    parser.add_argument("--withhold", action="store_true")
     asyncio.run(_main(parser.parse_args()))
 
 

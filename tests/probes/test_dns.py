@@ -1,21 +1,24 @@
 """The ``dns`` kind without the lab: config, DNSCrypt certificates, and replies from a real
-loopback server that answers with random or mutated bytes (property-based)."""
+loopback responder, scripted or random and mutated bytes (property-based).
+
+The edge cases of issue 11 (ICMP errors, strays, TC fallback, HTTP on DNS ports, no IPv6) are
+in ``test_dns_edges.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import dns.message
+import dns.rcode
 import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from dns_responder import ScriptedResponder, framed, scripted, serving
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -131,71 +134,18 @@ def test_non_certificates_are_not_parsed(blob: bytes) -> None:
     assert _dnscrypt.parse_certificate(blob) is None
 
 
-# -- a real loopback server answering whatever the test wants ---------------------------------
-
-Replier = Callable[[dns.message.Message], bytes | None]
-
-
-class LoopbackServer:
-    """UDP and TCP on 127.0.0.1 (same port), answering every query with ``self.replier``."""
-
-    def __init__(self) -> None:
-        self.replier: Replier = lambda query: dns.message.make_response(query).to_wire()
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind(("127.0.0.1", self.port))
-        self.tcp.listen(16)
-        self.udp.settimeout(0.1)
-        self.tcp.settimeout(0.1)
-        self.running = True
-        self.threads = [
-            threading.Thread(target=self._serve_udp, daemon=True),
-            threading.Thread(target=self._serve_tcp, daemon=True),
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _serve_udp(self) -> None:
-        while self.running:
-            try:
-                wire, peer = self.udp.recvfrom(65535)
-            except TimeoutError:
-                continue
-            reply = self.replier(dns.message.from_wire(wire))
-            if reply is not None:
-                self.udp.sendto(reply, peer)
-
-    def _serve_tcp(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.tcp.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(1)
-                with contextlib.suppress(OSError):
-                    (length,) = struct.unpack("!H", conn.recv(2, socket.MSG_WAITALL))
-                    query = dns.message.from_wire(conn.recv(length, socket.MSG_WAITALL))
-                    reply = self.replier(query)
-                    if reply is not None:
-                        conn.sendall(reply)  # the replier frames TCP replies itself
-
-    def close(self) -> None:
-        self.running = False
-        for thread in self.threads:
-            thread.join()
-        self.udp.close()
-        self.tcp.close()
+# -- replies from a real loopback responder -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackServer]:
-    running = LoopbackServer()
-    yield running
-    running.close()
+def running_responder() -> Iterator[ScriptedResponder]:
+    with serving() as running:
+        yield running
+
+
+@pytest.fixture
+def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    yield from scripted(running_responder)
 
 
 def _txt_response(query: dns.message.Message, *strings: str) -> dns.message.Message:
@@ -210,86 +160,144 @@ def _run(probe: dns_kind.DnsProbe):
     return asyncio.run(execute(probe))
 
 
-def test_debug_answer_gives_the_site(server: LoopbackServer) -> None:
-    server.replier = lambda q: _txt_response(q, '"server r12.ams"', '"originid 0"').to_wire()
-    result = _run(_probe(port=server.port, identity=DEBUG_IDENTITY))
+def test_debug_answer_gives_the_site(responder: ScriptedResponder) -> None:
+    responder.answer(lambda q: _txt_response(q, '"server r12.ams"', '"originid 0"').to_wire())
+    result = _run(_probe(port=responder.port, identity=DEBUG_IDENTITY))
     assert result.success, result.detail
     assert result.facts["identity"] == "ams"
     assert result.facts["answer_records"] == 2
+    assert result.facts["stray_datagrams"] == 0
+    assert result.facts["truncated"] == 0
     assert result.phases["request"] > 0
 
 
-def test_debug_answer_without_server_line_is_intercepted(server: LoopbackServer) -> None:
-    server.replier = lambda q: _txt_response(q, '"I am your firewall"').to_wire()
-    result = _run(_probe(port=server.port, identity=DEBUG_IDENTITY))
+def test_debug_answer_without_server_line_is_intercepted(responder: ScriptedResponder) -> None:
+    responder.answer(lambda q: _txt_response(q, '"I am your firewall"').to_wire())
+    result = _run(_probe(port=responder.port, identity=DEBUG_IDENTITY))
     assert result.reason == FailureReason.DNS_INTERCEPTED
     assert "I am your firewall" in result.detail
 
 
-def test_wrong_id_is_bad_response(server: LoopbackServer) -> None:
+def _cert_response(query: dns.message.Message, *blobs: bytes) -> bytes:
+    texts = ['"' + "".join(f"\\{byte:03d}" for byte in blob) + '"' for blob in blobs]
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text_list(query.question[0].name, 60, "IN", "TXT", texts)
+    )
+    return response.to_wire()
+
+
+def test_dnscrypt_certificate_signed_by_the_provider_key_is_the_vendor(
+    responder: ScriptedResponder,
+) -> None:
+    identity = {"check": "dnscrypt_cert", "provider_key": _public_hex(SEED)}
+    responder.answer(lambda q: _cert_response(q, _certificate(end=2**31)))
+    result = _run(_probe(port=responder.port, identity=identity))
+    assert result.success, result.detail
+    assert result.facts["dnscrypt_cert_not_after_timestamp_seconds"] == 2**31
+    responder.answer(lambda q: _cert_response(q, b"not a cert", _certificate(seed=bytes(32))))
+    result = _run(_probe(port=responder.port, identity=identity))
+    assert result.reason == FailureReason.DNS_INTERCEPTED
+    assert "not a DNSCrypt certificate: b'not a cert'" in result.detail
+    assert "not signed by the provider key" in result.detail
+
+
+def test_answer_equals_tells_the_vendor_from_another_resolver(
+    responder: ScriptedResponder,
+) -> None:
+    def welcome(address: str) -> Callable[[dns.message.Message], bytes]:
+        def reply(query: dns.message.Message) -> bytes:
+            response = dns.message.make_response(query)
+            name = query.question[0].name
+            response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", address))
+            return response.to_wire()
+
+        return reply
+
+    identity = {"check": "answer_equals", "value": "146.112.59.6"}
+    query = {"name": "welcome.umbrella.com", "type": "A"}
+    responder.answer(welcome("146.112.59.6"))
+    assert _run(_probe(port=responder.port, query=query, identity=identity)).success
+    responder.answer(welcome("146.112.59.7"))
+    result = _run(_probe(port=responder.port, query=query, identity=identity))
+    assert result.reason == FailureReason.DNS_INTERCEPTED
+    assert result.detail == "answer 146.112.59.7 is not 146.112.59.6: another resolver answered"
+
+
+def test_an_rcode_the_vendor_never_gives_is_an_interception(responder: ScriptedResponder) -> None:
+    def nxdomain(query: dns.message.Message) -> bytes:
+        response = dns.message.make_response(query)
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        return response.to_wire()
+
+    responder.answer(nxdomain)
+    result = _run(_probe(port=responder.port, identity=DEBUG_IDENTITY))
+    assert result.reason == FailureReason.DNS_INTERCEPTED
+    assert (
+        result.detail == "NXDOMAIN for debug.opendns.com: not the vendor's answer (answer_regex)"
+    )
+    assert _run(_probe(port=responder.port)).reason == FailureReason.DNS_NXDOMAIN
+
+
+def test_wrong_id_over_tcp_is_bad_response(responder: ScriptedResponder) -> None:
     def wrong_id(query: dns.message.Message) -> bytes:
         response = dns.message.make_response(query)
         response.id = (query.id + 1) % 65536
         return response.to_wire()
 
-    server.replier = wrong_id
-    result = _run(_probe(port=server.port))
+    responder.answer(wrong_id)
+    result = _run(_probe(port=responder.port, protocol="tcp"))
     assert result.reason == FailureReason.DNS_BAD_RESPONSE
-    assert "does not answer the query" in result.detail
+    assert "the reply is for another query (id " in result.detail
 
 
-def test_expectations_fail_as_bad_response(server: LoopbackServer) -> None:
-    server.replier = lambda q: _txt_response(q, '"hello"').to_wire()
+def test_expectations_fail_as_bad_response(responder: ScriptedResponder) -> None:
+    responder.answer(lambda q: _txt_response(q, '"hello"').to_wire())
     for expect, fragment in (
         ({"min_answers": 2}, "at least 2"),
         ({"answer_regex": "^bye"}, "no answer matches"),
         ({"txt_prefix": "DNSC"}, "starts with 'DNSC'"),
         ({"rcodes": ["NXDOMAIN"]}, "NOERROR"),
     ):
-        result = _run(_probe(port=server.port, expect=expect))
+        result = _run(_probe(port=responder.port, expect=expect))
         assert result.reason == FailureReason.DNS_BAD_RESPONSE, expect
         assert fragment in result.detail
     assert _run(
-        _probe(port=server.port, expect={"answer_regex": "^hel", "txt_prefix": "he"})
+        _probe(port=responder.port, expect={"answer_regex": "^hel", "txt_prefix": "he"})
     ).success
 
 
-def test_no_reply_is_a_timeout_within_the_probe_timeout(server: LoopbackServer) -> None:
-    server.replier = lambda _: None
-    result = _run(_probe(port=server.port, timeout=0.3))
+def test_no_reply_is_a_timeout_within_the_probe_timeout(responder: ScriptedResponder) -> None:
+    responder.answer(lambda _: None)
+    result = _run(_probe(port=responder.port, timeout=0.3))
     assert result.reason == FailureReason.TIMEOUT
-    assert result.duration_seconds < 0.6
+    assert result.detail.startswith("timed out after ")
+    assert f"waiting for a reply from 127.0.0.1:{responder.port}" in result.detail
+    assert result.phases["request"] > 0  # the time waited
+    assert result.facts["stray_datagrams"] == 0
 
 
-def test_closed_port_is_connection_refused(server: LoopbackServer) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    for protocol in ("udp", "tcp"):
-        result = _run(_probe(port=port, protocol=protocol))
-        assert result.reason == FailureReason.CONNECTION_REFUSED, protocol
-
-
-def test_edns_is_sent_when_configured(server: LoopbackServer) -> None:
+def test_edns_is_sent_when_configured(responder: ScriptedResponder) -> None:
     seen: list[int] = []
 
     def record(query: dns.message.Message) -> bytes:
         seen.append(query.payload if query.edns >= 0 else 0)
         return dns.message.make_response(query).to_wire()
 
-    server.replier = record
-    assert _run(_probe(port=server.port, edns={"payload": 1400})).success
-    assert _run(_probe(port=server.port)).success
+    responder.answer(record)
+    assert _run(_probe(port=responder.port, edns={"payload": 1400})).success
+    assert _run(_probe(port=responder.port)).success
     assert seen == [1400, 0]
 
 
 # -- property: garbage in, a labelled reason out ----------------------------------------------
 
 Mutation = tuple[int, int]  # (position, new byte)
+Shape = tuple[str, list[Mutation], int | None, bytes | None]
 
 
 @st.composite
-def replies(draw: st.DrawFn) -> tuple[str, list[Mutation], int | None, bytes | None]:
+def replies(draw: st.DrawFn) -> Shape:
     """Either random bytes (first two patched to the query id, sometimes) or a mutated answer."""
     if draw(st.booleans()):
         return "random", [], None, draw(st.binary(max_size=600))
@@ -298,42 +306,51 @@ def replies(draw: st.DrawFn) -> tuple[str, list[Mutation], int | None, bytes | N
     return "mutated", mutations, cut, None
 
 
-def _garbage_replier(
-    shape: tuple[str, list[Mutation], int | None, bytes | None], framing: str
-) -> Replier:
+def _garbage(shape: Shape) -> Callable[[dns.message.Message], bytes]:
     kind, mutations, cut, raw = shape
 
     def reply(query: dns.message.Message) -> bytes:
         if kind == "random":
             assert raw is not None
-            body = struct.pack("!H", query.id) + raw[2:] if len(raw) > 4 else raw
-        else:
-            valid = bytearray(_txt_response(query, '"server r1.tst"', '"source x"').to_wire())
-            for position, value in mutations:
-                if position < len(valid):
-                    valid[position] = value
-            body = bytes(valid[:cut] if cut is not None else valid)
-        if framing == "tcp":
-            return struct.pack("!H", len(body)) + body
-        return body
+            return struct.pack("!H", query.id) + raw[2:] if len(raw) > 4 else raw
+        valid = bytearray(_txt_response(query, '"server r1.tst"', '"source x"').to_wire())
+        for position, value in mutations:
+            if position < len(valid):
+                valid[position] = value
+        return bytes(valid[:cut] if cut is not None else valid)
 
     return reply
 
 
-@pytest.mark.parametrize("protocol", ["udp", "tcp"])
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(shape=replies())
-def test_any_reply_ends_in_a_labelled_reason(
-    server: LoopbackServer,
-    protocol: str,
-    shape: tuple[str, list[Mutation], int | None, bytes | None],
+def test_any_tcp_reply_ends_in_a_labelled_reason_at_once(
+    responder: ScriptedResponder, shape: Shape
 ) -> None:
-    server.replier = _garbage_replier(shape, protocol)
-    probe = _probe(port=server.port, protocol=protocol, identity=DEBUG_IDENTITY)
-    result = _run(probe)
+    garbage = _garbage(shape)
+    responder.tcp = lambda query: framed(garbage(query))
+    result = _run(_probe(port=responder.port, protocol="tcp", identity=DEBUG_IDENTITY))
     assert result.reason not in {FailureReason.INTERNAL_ERROR, FailureReason.TIMEOUT}, (
         result.detail
     )
-    assert result.duration_seconds < probe.timeout
+    assert not result.detail.startswith("timed out"), result.detail
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(shape=replies())
+def test_any_datagram_is_an_answer_or_a_stray(responder: ScriptedResponder, shape: Shape) -> None:
+    garbage = _garbage(shape)
+    responder.udp = lambda query: [garbage(query)]
+    result = _run(_probe(port=responder.port, identity=DEBUG_IDENTITY, timeout=0.3))
+    assert result.reason not in {FailureReason.INTERNAL_ERROR, FailureReason.TIMEOUT}, (
+        result.detail
+    )
+    if result.facts["stray_datagrams"]:
+        assert result.reason == FailureReason.DNS_BAD_RESPONSE
+        assert "1 stray datagram from 127.0.0.1:" in result.detail
+    else:
+        assert not result.detail.startswith("timed out"), result.detail

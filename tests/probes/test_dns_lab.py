@@ -8,11 +8,15 @@ the rogue resolver a firewall redirects to, and gives generic rcode behaviour.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -334,14 +338,26 @@ def test_truncated_answer_with_tcp_dropped_is_bad_response_and_degraded(
         report = lab.check(config)
     probes = _dns(report)
     assert probes["big-udp"]["reason"] == "dns_bad_response"
+    assert probes["big-udp"]["detail"].startswith("timed out after ")
+    assert (
+        "waiting for the TCP retry to 208.67.222.222:53 after a truncated reply (TC=1)"
+        in (probes["big-udp"]["detail"])
+    )
     assert probes["big-udp"]["facts"]["truncated"] == 1
+    assert probes["big-udp"]["facts"]["tcp_fallback"] == "failed"
     assert probes["big-tcp"]["reason"] == "timeout"
     state = _states(report)["ipv4"]
     assert state["state"] == "protected_encrypted"
     assert "failed: big-udp (udp 208.67.222.222:53) dns_bad_response" in state["detail"]
     assert "degraded: big-tcp (tcp 208.67.222.222:53) timeout" in state["detail"]
-    # Without the firewall the same answer arrives whole over TCP.
-    assert _dns(lab.check(config))["big-tcp"]["success"]
+    # Without the firewall the same answer arrives whole over TCP, and the UDP probe's retry
+    # gets it too.
+    probes = _dns(lab.check(config))
+    assert probes["big-tcp"]["success"]
+    assert probes["big-udp"]["success"], probes["big-udp"]["detail"]
+    assert probes["big-udp"]["facts"]["truncated"] == 1
+    assert probes["big-udp"]["facts"]["tcp_fallback"] == "answered"
+    assert probes["big-udp"]["facts"]["answer_records"] == 8
 
 
 def test_check_table_prints_state_per_family_and_failed_candidates(
@@ -358,3 +374,207 @@ def test_check_table_prints_state_per_family_and_failed_candidates(
         assert f"umbrella-dns-{candidate} (udp " in v4
         assert f"umbrella-dns-{candidate} (udp " in v4.split("failed:")[1]
     assert v4.count(") timeout") == 4
+
+
+# -- issue 11: what a router, a DNS guard, a transparent proxy and strays do --------------------
+
+TRUNCATOR = "203.0.113.56"  # a DNS guard's "TC challenge": every UDP answer truncated
+STRAYER = "203.0.113.57"  # two stray datagrams before every UDP reply
+WITHHOLDER = "203.0.113.58"  # two stray datagrams, and no reply
+WEB = "203.0.113.59"  # nginx: the HTTP server a transparent proxy hands DNS to
+EDGE_ADDRESSES = (TRUNCATOR, STRAYER, WITHHOLDER, WEB)
+
+
+def _nginx_conf(lab: Lab) -> Path:
+    work = lab.workdir / "nginx"
+    work.mkdir(exist_ok=True)
+    temp = " ".join(
+        f"{kind}_temp_path {work}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"daemon off; pid {work}/nginx.pid; error_log {work}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{ access_log off; {temp}\n"
+        f'  server {{ listen {WEB}:80; return 200 "hello"; }} }}\n',
+        encoding="utf-8",
+    )
+    return conf
+
+
+@pytest.fixture(scope="module")
+def edge_servers(lab: Lab, resolvers: None) -> Iterator[None]:
+    """Umbrella-like responders that truncate, stray or withhold, and nginx."""
+    require(None if shutil.which("nginx") else "the lab needs 'nginx' (Debian package: nginx)")
+    script = str(LAB_DIR / "umbrella_responder.py")
+    seed = ("--provider-seed", TEST_SEED.hex())
+    try:
+        with lab.scope():
+            for address in EDGE_ADDRESSES:
+                lab.add_cloud_address(address)
+            for address, flags in (
+                (TRUNCATOR, ("--truncate-udp",)),
+                (STRAYER, ("--strays", "2")),
+                (WITHHOLDER, ("--strays", "2", "--withhold")),
+            ):
+                ready = (address, 53)
+                lab.start(lab.cloud, sys.executable, script, f"{address}:53", *seed, *flags)
+                lab.wait_listening(lab.cloud, *ready)
+            conf = _nginx_conf(lab)
+            lab.start(
+                lab.cloud, "nginx", "-c", str(conf), "-p", str(conf.parent), ready_port=(WEB, 80)
+            )
+            yield
+    finally:
+        for address in EDGE_ADDRESSES:
+            lab.ns(lab.cloud, "ip", "addr", "del", f"{address}/32", "dev", "lo", check=False)
+
+
+@contextlib.contextmanager
+def no_icmp_rate_limit(lab: Lab) -> Iterator[None]:
+    """Let the firewall send every ICMP error: by default Linux sends about one a second per
+    destination (burst 6), so of the sixteen probes of a check some would see nothing."""
+    settings = ("net.ipv4.icmp_ratelimit", "net.ipv6.icmp.ratelimit")
+    saved = [lab.ns(lab.fw, "sysctl", "-n", name).stdout.strip() for name in settings]
+    lab.ns(lab.fw, "sysctl", "-qw", *(f"{name}=0" for name in settings))
+    try:
+        yield
+    finally:
+        lab.ns(
+            lab.fw, "sysctl", "-qw", *(f"{n}={v}" for n, v in zip(settings, saved, strict=True))
+        )
+
+
+# (v4 rule, v6 rule, what the UDP probes say for each family). The TCP probes of the same run
+# say network_unreachable for IPv4 (the kernel aborts the SYN) but, on Linux 6.18, time out for
+# IPv6: a TCP socket keeps ICMPv6 errors of a SYN as soft errors.
+ICMP_REJECTS = [
+    (
+        "reject with icmp type host-unreachable",
+        "reject with icmpv6 type addr-unreachable",
+        ("ICMP host unreachable", "ICMPv6 address unreachable"),
+    ),
+    (
+        "reject with icmpx type no-route",
+        "reject with icmpx type no-route",
+        ("ICMP network unreachable", "ICMPv6 no route to destination"),
+    ),
+    (
+        "reject with icmpx type admin-prohibited",
+        "reject with icmpx type admin-prohibited",
+        (
+            "ICMP communication administratively prohibited",
+            "ICMPv6 communication administratively prohibited",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule_v4", "rule_v6", "icmp"), ICMP_REJECTS)
+def test_icmp_unreachable_from_a_router_is_network_unreachable_naming_it(
+    lab: Lab, resolvers: None, rule_v4: str, rule_v6: str, icmp: tuple[str, str]
+) -> None:
+    with (
+        no_icmp_rate_limit(lab),
+        lab.firewall(f"ip daddr {V4_SET} {rule_v4}\nip6 daddr {V6_SET} {rule_v6}"),
+    ):
+        report = lab.check(_preset())
+    for name, probe in _dns(report).items():
+        assert "route" not in probe["facts"], name  # a route exists; a router refuses
+        v4 = "-v4" in name
+        if "-udp" in name:
+            assert probe["reason"] == "network_unreachable", (name, probe["detail"])
+            router = FW_CLIENT_V4 if v4 else FW_CLIENT_V6
+            assert probe["detail"] == f"{icmp[0] if v4 else icmp[1]} from {router}", name
+        elif v4:
+            assert probe["reason"] == "network_unreachable", (name, probe["detail"])
+    for family in ("ipv4", "ipv6"):
+        state = _states(report)[family]
+        assert state["state"] == "unprotected"
+        assert "primary reason network_unreachable" in state["detail"]
+
+
+def test_tc_challenge_on_udp_with_umbrella_on_tcp_is_protected(
+    lab: Lab, edge_servers: None
+) -> None:
+    with lab.firewall(
+        f"ip daddr {V4_SET} udp dport 443 drop",
+        nat=f"ip daddr {V4_SET} udp dport 53 dnat ip to {TRUNCATOR}",
+    ):
+        report = lab.check(_preset())
+    probes = _dns(report)
+    for resolver in ("v4a", "v4b"):
+        debug = probes[f"umbrella-dns-{resolver}-udp53-debug"]
+        assert debug["success"], debug["detail"]
+        assert debug["facts"]["truncated"] == 1
+        assert debug["facts"]["tcp_fallback"] == "answered"
+        assert debug["facts"]["identity"] == "tst"  # Umbrella's own answer, over TCP
+        assert debug["phases"]["tcp_connect"] > 0
+    state = _states(report)["ipv4"]
+    assert state["state"] == "protected_unencrypted"
+    assert state["detail"].startswith(
+        "2 of 4 candidates answered (umbrella-dns-v4a-udp53-debug, "
+        "umbrella-dns-v4b-udp53-debug over TCP after a truncated reply)"
+    )
+
+
+def test_tc_challenge_with_tcp_handed_to_an_http_server_is_intercepted(
+    lab: Lab, edge_servers: None
+) -> None:
+    nat = (
+        f"ip daddr {V4_SET} udp dport 53 dnat ip to {TRUNCATOR}\n"
+        f"ip daddr {V4_SET} tcp dport 53 dnat ip to {WEB}:80"
+    )
+    with lab.firewall(f"ip daddr {V4_SET} udp dport 443 drop", nat=nat):
+        report = lab.check(_preset())
+    debug = _dns(report)["umbrella-dns-v4a-udp53-debug"]
+    assert debug["reason"] == "dns_intercepted"
+    assert debug["detail"].startswith(
+        "an HTTP server answered on TCP 53: a transparent proxy intercepts DNS; "
+        "got b'HTTP/1.1 400 Bad Request\\r\\n"
+    )
+    assert _states(report)["ipv4"]["state"] == "intercepted"
+
+
+def test_http_server_on_tcp_53_and_443_is_an_interception(lab: Lab, edge_servers: None) -> None:
+    with lab.firewall("", nat=f"ip daddr {V4_SET} tcp dport {{ 53, 443 }} dnat ip to {WEB}:80"):
+        report = lab.check(_preset())
+    probes = _dns(report)
+    for port in (53, 443):
+        probe = probes[f"umbrella-dns-v4a-tcp{port}-{'debug' if port == 53 else 'cert'}"]
+        assert probe["reason"] == "dns_intercepted", probe["detail"]
+        assert probe["detail"].startswith(
+            f"an HTTP server answered on TCP {port}: a transparent proxy intercepts DNS; "
+            "got b'HTTP/1.1 400 Bad Request"
+        )
+        assert probe["detail"].endswith("'")  # what came, as bytes
+    state = _states(report)["ipv4"]
+    assert state["state"] == "protected_encrypted"  # the UDP candidates answer
+    assert (
+        "umbrella-dns-v4a-tcp53-debug (tcp 208.67.222.222:53) dns_intercepted"
+        in (state["detail"].split("degraded: ")[1])
+    )
+
+
+def test_strays_from_the_resolver_are_counted_and_outwaited(lab: Lab, edge_servers: None) -> None:
+    identity = {"check": "answer_regex", "regex": r"^server r\d+\.([a-z0-9-]+)$"}
+    report = lab.check(
+        {
+            "probes": [
+                _probe("strays", STRAYER, "debug.opendns.com", type="TXT", identity=identity),
+                _probe("only-strays", WITHHOLDER, "debug.opendns.com", type="TXT"),
+            ]
+        }
+    )
+    probes = _dns(report)
+    assert probes["strays"]["success"], probes["strays"]["detail"]
+    assert probes["strays"]["facts"]["stray_datagrams"] == 2
+    assert probes["strays"]["facts"]["identity"] == "tst"
+    garbage = probes["only-strays"]
+    assert garbage["reason"] == "dns_bad_response"
+    assert garbage["facts"]["stray_datagrams"] == 2
+    assert garbage["detail"].endswith(
+        f"waiting for a reply that answers the query: 2 stray datagrams from {WITHHOLDER}:53, "
+        "the last for another question (stray.lab.test. IN A)"
+    )

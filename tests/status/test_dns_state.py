@@ -99,6 +99,27 @@ def test_detail_names_every_failed_candidate_with_its_reason() -> None:
         assert f") {reason}" in detail.split(name, 1)[1].split(",")[0]
 
 
+def test_a_candidate_answered_by_its_tcp_retry_counts_and_says_so() -> None:
+    results = _results(v4a_443=T, v4b_443=T, v4b_53=T)
+    results["v4a-53"] = new_run("v4a-53", None, facts={"truncated": 1, "tcp_fallback": "answered"})
+    state, detail = _state("ipv4", results)
+    assert state == "protected_unencrypted"
+    assert detail.startswith(
+        "1 of 4 candidates answered (v4a-53 over TCP after a truncated reply)"
+    )
+
+
+def test_a_candidate_whose_tcp_retry_failed_does_not_count() -> None:
+    results = _results(v4a_443=T, v4b_443=T, v4b_53=T)
+    results["v4a-53"] = new_run(
+        "v4a-53", FailureReason.DNS_BAD_RESPONSE, facts={"truncated": 1, "tcp_fallback": "failed"}
+    )
+    state, detail = _state("ipv4", results)
+    assert state == "unprotected"
+    assert "over TCP" not in detail
+    assert "v4a-53 (udp 208.67.222.222:53) dns_bad_response" in detail
+
+
 def test_unprotected_names_the_most_specific_reason() -> None:
     _, detail = _state("ipv4", _results(v4a_443=T, v4a_53=R, v4b_443=T, v4b_53=T))
     assert "primary reason connection_refused" in detail
