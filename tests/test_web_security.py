@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
@@ -84,7 +85,7 @@ def listener() -> Iterator[int]:
 def start(tmp_path: Path, listener: int) -> Iterator[type[Exporter]]:
     started: list[Exporter] = []
 
-    def make(web_config: str | None, *args: str, **kwargs: object) -> Exporter:
+    def make(web_config: str | None, *args: str, **kwargs: Any) -> Exporter:
         config = write_config(tmp_path / "c.yml", listener, "alpha")
         flags = list(args)
         if web_config is not None:
@@ -212,7 +213,7 @@ def _query(url: str, expr: str) -> list[dict[str, object]]:
         with urllib.request.urlopen(
             f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}), timeout=5
         ) as response:
-            return json.load(response)["data"]["result"]  # type: ignore[no-any-return]
+            return json.load(response)["data"]["result"]
     except OSError:  # not listening yet, or 503 while its storage opens
         return []
 
@@ -224,7 +225,7 @@ def test_prometheus_scrapes_with_basic_auth_and_client_certificate(
     client.load_cert_chain(pki.client_cert, pki.client_key)
     exporter = start(_mtls_config(pki, sans=True), client_tls=client)
     (tmp_path / "password").write_text("secret\n")
-    scrape = {
+    scrape: dict[str, object] = {
         "job_name": "egress",
         "scheme": "https",
         "basic_auth": {"username": "prometheus", "password_file": str(tmp_path / "password")},
@@ -365,7 +366,7 @@ def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
         checked.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(websecurity.bcrypt, "checkpw", spy)
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
     users = {"alice": FAST_HASH, "bob": costly}
     authenticator = websecurity.BasicAuthenticator()
     header = basic("mallory", "secret")["Authorization"]

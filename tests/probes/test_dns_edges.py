@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -181,7 +182,7 @@ def test_the_retry_and_strays_show_in_the_metrics_within_the_budget(
     probe = _probe(responder.port, timeout=0.3)
     store = ResultStore()
     store.configure(Config("test", (probe,), StatesSettings()))
-    scripts = (
+    scripts: tuple[Callable[[Any], list[Any]], ...] = (
         lambda query: [_truncated(query)],  # the TCP retry fails its identity check
         lambda query: [_strays(query)[0]],
         lambda _: [],
