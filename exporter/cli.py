@@ -172,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_check(config, args.output, args.max_concurrency, sys.stdout))
     if args.config_check:
         print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
+        for warning in config.warnings:
+            print(f"warning: {warning}")  # noqa: T201
         return EXIT_OK
     asyncio.run(_serve(args, config))
     return EXIT_OK

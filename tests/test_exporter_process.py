@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 PROBE = "  - {{name: {name}, kind: tcp, host: 127.0.0.1, port: {port}}}\n"
+DATA = Path(__file__).parent / "data"
 
 
 def _free_port() -> int:
@@ -34,7 +35,7 @@ def listener() -> Iterator[int]:
 
 def _config(path: Path, port: int, *names: str) -> Path:
     body = "".join(PROBE.format(name=name, port=port) for name in names)
-    path.write_text("defaults: {interval: 200ms, timeout: 100ms}\nprobes:\n" + body)
+    path.write_text("defaults: {interval: 1s, timeout: 100ms}\nprobes:\n" + body)
     return path
 
 
@@ -141,10 +142,50 @@ def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: in
     assert "c.yml:2: probes[0].port: must be between 1 and 65535" in text
     body = exporter.metrics_when("egress_config_last_reload_successful 0.0")
     assert 'probe="alpha"' in body
+    _assert_probing_goes_on(exporter, "alpha")
+
+
+def test_a_reload_error_of_any_kind_keeps_the_running_config(
+    start, tmp_path: Path, listener: int
+) -> None:
+    config = _config(tmp_path / "c.yml", listener, "alpha")
+    exporter = start(config)
+    exporter.metrics_when('probe="alpha"')
+    # Each of these was a traceback, a generic 500 or a frozen exporter before.
+    for fixture, problem in [
+        ("invalid-recursive-anchor.yml", "c.yml:8: invalid YAML: alias *probe inside its own"),
+        ("invalid-billion-laughs.yml", "c.yml:7: invalid YAML: more than 20000 nodes"),
+        ("invalid-empty.yml", "c.yml:1: probes: the config probes nothing"),
+    ]:
+        text = (DATA / fixture).read_text()
+        config.write_text(text)
+        status, answer = exporter.get("/-/reload", data=b"")
+        assert (status, problem in answer) == (500, True), answer
+        exporter.metrics_when("egress_config_last_reload_successful 0.0")
+        _config(config, listener, "alpha")
+        assert exporter.get("/-/reload", data=b"") == (200, "Reloaded.\n")
+        exporter.metrics_when("egress_config_last_reload_successful 1.0")
+    _assert_probing_goes_on(exporter, "alpha")
+    log = _stop(exporter)
+    assert "Traceback" not in log
+    failures = [line for line in log.splitlines() if "reload failed" in line]
+    assert len(failures) == 3, log  # one line per failed reload
+
+
+def _assert_probing_goes_on(exporter: Exporter, probe: str) -> None:
     _, before = exporter.get("/metrics")
-    time.sleep(0.5)
-    _, after = exporter.get("/metrics")
-    assert _runs(after, "alpha") > _runs(before, "alpha"), "probing must go on"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, after = exporter.get("/metrics")
+        if _runs(after, probe) > _runs(before, probe):
+            return
+        time.sleep(0.1)
+    raise AssertionError("probing stopped")
+
+
+def _stop(exporter: Exporter) -> str:
+    exporter.proc.send_signal(signal.SIGTERM)
+    return exporter.proc.communicate(timeout=10)[1]
 
 
 def test_sighup_reloads(start, tmp_path: Path, listener: int) -> None:

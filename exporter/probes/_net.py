@@ -8,34 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
+import errno
+import functools
 import socket
 import ssl
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import aiodns
 import aiodns.error
 from cryptography import x509
-from pydantic import Field
+from pydantic import Field, PlainValidator
 
-from exporter.probes.base import StrictModel
+from exporter.files import FileError, read_bounded
+from exporter.probes.base import HostName, StrictModel, ascii_host, is_ip
 from exporter.results import Facts, FailureReason, ProbeError, reason_for
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 _TCP_INFO_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then tcpi_rtt is u32 #15
-
-
-def is_ip(host: str) -> bool:
-    """Tell whether ``host`` is an IP literal (so it needs no resolution)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+# Mozilla's whole root store is about 220 KiB in PEM.
+MAX_CA_FILE_BYTES = 1024 * 1024
 
 
 def host_port(host: str, port: int) -> str:
@@ -51,14 +47,15 @@ def socket_family(address: str) -> socket.AddressFamily:
 async def resolve(host: str, family: str = "any", nameservers: Sequence[str] = ()) -> list[str]:
     """Resolve ``host`` with a fresh c-ares channel (system config, or ``nameservers``).
 
-    An IP literal is returned as is. Addresses keep the resolver's order, duplicates removed.
+    An IP literal is returned as is; an internationalised name is asked for in its A-label
+    (punycode) form. Addresses keep the resolver's order, duplicates removed.
     """
     if is_ip(host):
         return [host]
     resolver = aiodns.DNSResolver(nameservers=list(nameservers) or None, tries=1, rotate=False)
     try:
         answer = await resolver.getaddrinfo(
-            host, family=_FAMILIES[family], type=socket.SOCK_STREAM
+            ascii_host(host), family=_FAMILIES[family], type=socket.SOCK_STREAM
         )
     except aiodns.error.DNSError as exc:
         reason, text = reason_for(exc)
@@ -77,17 +74,44 @@ def _text(value: bytes | str) -> str:
 
 
 async def tcp_connect(address: str, port: int, source_address: str | None = None) -> socket.socket:
-    """Open a TCP connection to ``address``:``port``; errors are left for the reason mapping."""
+    """Open a TCP connection to ``address``:``port``; errors are left for the reason mapping.
+
+    A ``source_address`` that cannot be bound (not on this host: ``EADDRNOTAVAIL``) is
+    ``source_address_unavailable``; config validation makes sure its family is the
+    destination's.
+    """
     sock = socket.socket(socket_family(address), socket.SOCK_STREAM)
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
         if source_address is not None:
-            sock.bind((source_address, 0))
+            bind_source(sock, source_address)
         await asyncio.get_running_loop().sock_connect(sock, (address, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def bind_source(sock: socket.socket, source_address: str) -> None:
+    """Bind ``sock`` to ``source_address``, any port; failing is source_address_unavailable."""
+    try:
+        sock.bind((source_address, 0))
+    except OSError as exc:
+        why = "not an address of this host" if exc.errno == errno.EADDRNOTAVAIL else exc.strerror
+        raise ProbeError(
+            FailureReason.SOURCE_ADDRESS_UNAVAILABLE,
+            f"cannot bind to source address {source_address}: {why or exc}",
+        ) from None
+
+
+def source_address_problem(source_address: str) -> str | None:
+    """Why probes cannot send from ``source_address`` on this host now, or None if they can."""
+    with socket.socket(socket_family(source_address), socket.SOCK_STREAM) as sock:
+        try:
+            bind_source(sock, source_address)
+        except ProbeError as exc:
+            return exc.detail
+    return None
 
 
 def kernel_rtt_seconds(sock: socket.socket) -> float | None:
@@ -105,11 +129,52 @@ def kernel_rtt_seconds(sock: socket.socket) -> float | None:
     return float(rtt_us) / 1e6
 
 
+@dataclass(frozen=True)
+class CaBundle:
+    """A CA file as read when the config was loaded: where it was, and its PEM text."""
+
+    path: Path
+    pem: str
+
+
+def load_ca_file(value: object) -> CaBundle:
+    """Read a ``ca_file`` at load time: a regular file of PEM with at least one certificate.
+
+    Runs never read the file again, so a run cannot fail on it; a reload reads it afresh.
+    Raises ValueError saying what is wrong with the file.
+    """
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("must be the path of a PEM file")
+    path = Path(value)
+    try:
+        pem = read_bounded(path, MAX_CA_FILE_BYTES).decode("ascii")
+        count = _certificates_in(pem)
+    except FileError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (ValueError, ssl.SSLError):  # not ASCII, empty, or no certificate OpenSSL can load
+        count = 0
+    if count == 0:
+        raise ValueError(f"{path}: not a PEM file with a CA certificate")
+    return CaBundle(path, pem)
+
+
+@functools.lru_cache(maxsize=16)
+def _certificates_in(pem: str) -> int:
+    """How many certificates OpenSSL loads from ``pem``, as a run will.
+
+    Raises ssl.SSLError (or ValueError for no data) when there is none. Cached: a bundle such
+    as the system's takes ~25 ms to load, and probes share their CA file.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=pem)
+    return int(context.cert_store_stats()["x509"])
+
+
 class TlsOptions(StrictModel):
     """A TLS handshake after connecting: trust store, verification and expected issuers."""
 
-    server_name: str | None = None
-    ca_file: Path | None = None
+    server_name: HostName | None = None
+    ca_file: Annotated[CaBundle, PlainValidator(load_ca_file)] | None = None
     verify: bool = True
     expected_issuers: list[str] = Field(default_factory=list)
 
@@ -119,12 +184,13 @@ async def start_tls(
 ) -> None:
     """Upgrade a connection to TLS, record the certificate's facts and check its issuer.
 
-    The certificate is checked against ``tls.server_name`` or else ``host``; for an IP address
-    Python sends no SNI but still checks the certificate's IP entries.
+    The certificate is checked against ``tls.server_name`` or else ``host``, in A-label form
+    (the SNI of an internationalised name is punycode); for an IP address Python sends no
+    SNI but still checks the certificate's IP entries.
     """
     context = client_tls_context(tls.ca_file, tls.verify)
     try:
-        await writer.start_tls(context, server_hostname=tls.server_name or host)
+        await writer.start_tls(context, server_hostname=ascii_host(tls.server_name or host))
     except ConnectionError as exc:
         # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
         raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
@@ -144,9 +210,9 @@ def discard(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-def client_tls_context(ca_file: Path | None = None, verify: bool = True) -> ssl.SSLContext:
+def client_tls_context(ca_file: CaBundle | None = None, verify: bool = True) -> ssl.SSLContext:
     """A client TLS context: the system store or ``ca_file``, verification on or off."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context = ssl.create_default_context(cadata=ca_file.pem if ca_file else None)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -50,6 +50,7 @@ from exporter.probes.base import (
     ProbeKind,
     Regex,
     StrictModel,
+    ascii_url,
     check_url,
 )
 from exporter.results import (
@@ -211,8 +212,11 @@ class _Attempt:
         return ProbeError(FailureReason.TIMEOUT, detail, facts=self.facts)
 
     async def fetch(self) -> None:
-        """Request the URL, and each redirect target while redirects may be followed."""
-        url = self.config.url
+        """Request the URL, and each redirect target while redirects may be followed.
+
+        What goes on the wire is the URL's A-label (punycode) and percent-encoded form.
+        """
+        url = ascii_url(self.config.url)
         for hops_left in range(self.config.follow_redirects, -1, -1):
             location = await self._exchange(urlsplit(url), may_redirect=hops_left > 0)
             if location is None:
@@ -386,7 +390,7 @@ def _redirect_target(url: str, location: str) -> str:
     """Where a redirect leads; the peer wrote it, so an unusable one fails the check."""
     target = urljoin(url, location)
     try:
-        return check_url(target)
+        return ascii_url(check_url(target))
     except ValueError as exc:
         raise ProbeError(
             FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"
