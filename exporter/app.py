@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,7 +14,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
 from exporter.collector import ResultStore
-from exporter.config import Config, ConfigError, load
+from exporter.config import Config, ConfigError, load, redact
 from exporter.scheduler import Engine
 
 log = logging.getLogger(__name__)
@@ -27,23 +28,50 @@ class Runtime:
     store: ResultStore
     engine: Engine
     config: Config | None = None
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _signalled: set[asyncio.Task[str | None]] = field(default_factory=set, init=False, repr=False)
 
     def apply(self, config: Config) -> None:
         """Run ``config`` from now on."""
         self.config = config
         self.engine.apply(config)
         log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+        for warning in config.warnings:
+            log.warning("%s", warning)
 
-    def reload(self) -> str | None:
-        """Apply the config afresh; on error keep the running one and return the error."""
-        try:
-            config = load(self.config_file)
-        except ConfigError as exc:
-            self.store.reload_successful = False
-            log.error("reload failed, keeping the running configuration: %s", exc)  # noqa: TRY400 - the error text is the message
-            return str(exc)
-        self.apply(config)
-        return None
+    async def reload(self) -> str | None:
+        """Apply the config afresh; on any error keep the running one and return the error.
+
+        The file is read and validated in a thread, so probing and scrapes go on meanwhile.
+        Reloads run one at a time, in the order they were asked for.
+        """
+        async with self._reloading:
+            try:
+                config = await asyncio.to_thread(load, self.config_file)
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the old config stays
+                message = _reload_error(exc, self.config_file)
+                self.store.reload_successful = False
+                log.error(  # noqa: TRY400 - the message is the news, not a traceback
+                    "reload failed, keeping the running configuration: %s",
+                    message.replace("\n", "; "),
+                )
+                return message
+            self.apply(config)
+            return None
+
+    def reload_on_signal(self) -> None:
+        """Start a reload from a signal handler (SIGHUP), which cannot wait for it."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
+
+
+def _reload_error(exc: Exception, config_file: str | None) -> str:
+    """What a failed reload says: a config error's own lines, or the unexpected error's kind."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    where = config_file or "<built-in presets>"
+    return redact(f"{where}: cannot load the configuration: {type(exc).__name__}: {exc}")
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -74,7 +102,7 @@ async def _ready(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    error = request.app[RUNTIME].reload()
+    error = await request.app[RUNTIME].reload()
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config:\n{error}\n")
     return web.Response(text="Reloaded.\n")

@@ -200,7 +200,7 @@ async def _serve(args: argparse.Namespace, config: Config) -> None:
         log.info("Listening on address=%s:%d", host or "", port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload_on_signal)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
