@@ -53,15 +53,23 @@ def test_large_documents_within_the_cap_stop_at_the_node_limit(
     assert _problem(path).startswith(f"{path}:{line}: invalid YAML: more than 20000 nodes")
 
 
-def test_aliases_that_repeat_a_deep_structure_count_towards_the_depth(tmp_path: Path) -> None:
-    # Each anchor nests the previous one once more: 40 levels from 40 short lines.
-    lines = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 40)]
+@pytest.mark.parametrize(
+    ("levels", "problem"),
+    [
+        (30, ":1: a0: unknown key"),  # valid YAML: only the keys are wrong
+        (40, ":31: invalid YAML: nested deeper than 32 levels (counting what aliases repeat)"),
+    ],
+)
+def test_aliases_that_repeat_a_deep_structure_count_towards_the_depth(
+    tmp_path: Path, levels: int, problem: str
+) -> None:
+    # Each anchor nests the previous one once more: one level per short line.
+    lines = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, levels)]
     path = tmp_path / "c.yml"
     path.write_text("\n".join(lines) + "\n")
-    assert (
-        _problem(path)
-        == f"{path}:31: invalid YAML: nested deeper than 32 levels (counting what aliases repeat)"
-    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems[0] == f"{path}{problem}"
 
 
 def test_a_fifo_as_config_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
