@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -14,6 +15,7 @@ from exporter import __version__
 from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, ConfigError, load
 from exporter.looplag import LoopLag
+from exporter.redact import redact
 from exporter.scheduler import Engine
 from exporter.status import StateTracker
 
@@ -37,6 +39,8 @@ class Runtime:
     states: StateTracker
     lag: LoopLag
     config: Config | None = None
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _signalled: set[asyncio.Task[str | None]] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def create(cls, config_file: str | None, max_concurrency: int = 64) -> Runtime:
@@ -56,6 +60,8 @@ class Runtime:
         self.engine.apply(config.probes)
         self.states.apply(config.probes, config.states.consecutive)
         log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
+        for warning in config.warnings:
+            log.warning("%s", warning)
 
     async def stop(self) -> None:
         """Stop probing, deriving and measuring."""
@@ -63,16 +69,39 @@ class Runtime:
         await self.states.stop()
         await self.engine.stop()
 
-    def reload(self) -> str | None:
-        """Apply the config afresh; on error keep the running one and return the error."""
-        try:
-            config = load(self.config_file)
-        except ConfigError as exc:
-            self.store.reload_successful = False
-            log.error("reload failed, keeping the running configuration: %s", exc)  # noqa: TRY400 - the error text is the message
-            return str(exc)
-        self.apply(config)
-        return None
+    async def reload(self) -> str | None:
+        """Apply the config afresh; on any error keep the running one and return the error.
+
+        The file is read and validated in a thread, so probing and scrapes go on meanwhile.
+        Reloads run one at a time, in the order they were asked for.
+        """
+        async with self._reloading:
+            try:
+                config = await asyncio.to_thread(load, self.config_file)
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, the old config stays
+                message = _reload_error(exc, self.config_file)
+                self.store.reload_successful = False
+                log.error(  # noqa: TRY400 - the message is the news, not a traceback
+                    "reload failed, keeping the running configuration: %s",
+                    message.replace("\n", "; "),
+                )
+                return message
+            self.apply(config)
+            return None
+
+    def reload_on_signal(self) -> None:
+        """Start a reload from a signal handler (SIGHUP), which cannot wait for it."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
+
+
+def _reload_error(exc: Exception, config_file: str | None) -> str:
+    """What a failed reload says: a config error's own lines, or the unexpected error's kind."""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    where = config_file or "<built-in presets>"
+    return redact(f"{where}: cannot load the configuration: {type(exc).__name__}: {exc}")
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -121,7 +150,7 @@ async def _ready(request: web.Request) -> web.Response:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    error = request.app[RUNTIME].reload()
+    error = await request.app[RUNTIME].reload()
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config:\n{error}\n")
     return web.Response(text="Reloaded.\n")

@@ -214,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.config_check:
         print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
+        for warning in config.warnings:
+            print(f"warning: {warning}")  # noqa: T201
         return EXIT_OK
     asyncio.run(_serve(args, config, web_config))
     return EXIT_OK
@@ -246,7 +248,7 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
         log.info("Listening on address=%s:%d tls=%s", host or "", port, tls is not None)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload_on_signal)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()

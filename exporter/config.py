@@ -17,11 +17,14 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import Discriminator, Field, TypeAdapter, ValidationError, field_validator
 
+from exporter.bounded_yaml import BoundedLoader, yaml_problem
+from exporter.files import FileError, read_bounded
 from exporter.probes import KINDS
 from exporter.probes.base import (
-    Duration,
+    Interval,
     ProbeConfig,
     StrictModel,
+    Timeout,
     parse_duration,
     timeout_within_interval,
 )
@@ -29,23 +32,41 @@ from exporter.redact import redact
 from exporter.status import role_problem
 
 Location = tuple[str | int, ...]
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_MAX_PROBLEM_CHARS = 1000
+
+
+def _one_line(text: str) -> str:
+    """A problem as one line: cut when it quotes something huge, control characters escaped.
+
+    A value quoted with a newline in it could otherwise forge a line of the log or the answer.
+    """
+    if len(text) > _MAX_PROBLEM_CHARS:
+        text = text[:_MAX_PROBLEM_CHARS] + "... (cut)"
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class ConfigError(Exception):
-    """A config that cannot be used; each line of the message names file, line and key."""
+    """A config that cannot be used; each line of the message names file, line and key.
+
+    Messages quote what the user wrote: control characters are escaped, so each problem stays
+    one line, and a password in a URL is redacted, since problems end up in logs and in the
+    answer to ``POST /-/reload``.
+    """
 
     def __init__(self, problems: Sequence[str]) -> None:
         """Collect every problem found, not just the first, credentials in quoted URLs masked."""
-        self.problems = [redact(problem) for problem in problems]
+        self.problems = [redact(_one_line(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
 
 
 class Defaults(StrictModel):
     """Values a probe inherits when it does not set them."""
 
-    interval: Duration = 15.0
-    timeout: Duration = 5.0
+    interval: Interval = 15.0
+    timeout: Timeout = 5.0
 
     _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
 
@@ -70,15 +91,23 @@ class ConfigFile(StrictModel):
     defaults: Defaults = Field(default_factory=Defaults)
     states: StatesSettings = Field(default_factory=StatesSettings)
     probes: list[dict[str, Any]] = Field(default_factory=list)
+    # A config that probes nothing is a mistake (an empty file, a template that rendered no
+    # probes) unless the user says it is meant.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)
 class Config:
-    """The running configuration."""
+    """The running configuration.
+
+    ``warnings`` are ``file:line: key: message`` lines about things that may fail at run time
+    but do not make the config unusable (a source address not on this host).
+    """
 
     source: str
     probes: tuple[ProbeConfig, ...]
     states: StatesSettings = field(default_factory=StatesSettings)
+    warnings: tuple[str, ...] = ()
 
     def probe(self, name: str) -> ProbeConfig:
         """Look a probe up by name."""
@@ -133,23 +162,24 @@ class _RawProbe:
 def parse_yaml(text: str, path: str) -> Document:
     """Parse ``text`` (read from ``path``), indexing the line of every key path.
 
-    Raises ConfigError for invalid YAML and for duplicate keys, each naming file and line.
+    Parsing stays within the limits of :mod:`exporter.bounded_yaml`; invalid YAML, a limit hit
+    and duplicate keys are a ConfigError naming file and line.
     """
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark is not None:
-            problem += f" ({context} started at line {context_mark.line + 1})"
-        raise ConfigError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    loader = BoundedLoader(text)
     lines: dict[Location, int] = {}
     problems: list[str] = []
-    if root is not None:
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return Document(path, {}, lines)
+        # Lines first: constructing merges '<<' keys into the mapping nodes.
         _index_lines(root, (), lines, problems, path)
+        data = loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        line, problem = yaml_problem(exc, text)
+        raise ConfigError([f"{path}:{line}: invalid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
     if problems:
         raise ConfigError(problems)
     return Document(path, data if data is not None else {}, lines)
@@ -177,10 +207,15 @@ def _index_lines(
 
 
 def format_location(location: Location) -> str:
-    """``('probes', 2, 'port')`` -> ``probes[2].port``."""
+    """``('probes', 2, 'port')`` -> ``probes[2].port``; an odd key is quoted: ``['a b']``."""
     text = ""
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _PLAIN_KEY.match(str(part)) is None:
+            text += f"[{str(part)!r}]"
+        else:
+            text += f".{part}" if text else str(part)
     return text or "(top level)"
 
 
@@ -296,7 +331,7 @@ BUILTIN_PRESETS = tuple(sorted(path.stem for path in _preset_files()))
 
 
 def _validate_probes(
-    raw_probes: Sequence[_RawProbe], defaults: Defaults, problems: list[str]
+    raw_probes: Sequence[_RawProbe], defaults: Defaults, problems: list[str], warnings: list[str]
 ) -> list[ProbeConfig]:
     adapter = _probe_adapter()
     probes: list[ProbeConfig] = []
@@ -328,6 +363,7 @@ def _validate_probes(
             )
             continue
         first_seen[probe.name] = raw.position(("name",))
+        warnings.extend(raw.problem(loc, msg) for loc, msg in probe.load_warnings())
         probes.append(probe)
     return probes
 
@@ -348,18 +384,35 @@ def _build(document: Document) -> Config:
     raw.extend(
         _RawProbe(data, document, ("probes", index), "") for index, data in enumerate(top.probes)
     )
-    probes = _validate_probes(raw, top.defaults, problems)
+    warnings: list[str] = []
+    probes = _validate_probes(raw, top.defaults, problems, warnings)
+    if not probes and not problems and not top.allow_empty:
+        problems.append(
+            located_problem(
+                document,
+                ("probes",),
+                "the config probes nothing: add probes or presets, or set 'allow_empty: true' "
+                "to run without probes",
+            )
+        )
     if problems:
         raise ConfigError(problems)
-    return Config(source=document.path, probes=tuple(probes), states=top.states)
+    return Config(
+        source=document.path, probes=tuple(probes), states=top.states, warnings=tuple(warnings)
+    )
 
 
 def read_yaml(path: str | Path) -> Document:
-    """Read and parse a YAML file; ConfigError names the file when it cannot be read."""
+    """Read and parse a YAML file; ConfigError names the file when it cannot be read.
+
+    The file must be a regular file of at most ``MAX_CONFIG_BYTES`` (4 MiB) of UTF-8 YAML
+    within the limits of :mod:`exporter.bounded_yaml`; anything else is a :class:`ConfigError`.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raw = read_bounded(Path(path), MAX_CONFIG_BYTES)
+        text = raw.decode("utf-8")
+    except FileError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}"]) from None
     return parse_yaml(text, str(path))

@@ -43,6 +43,7 @@ class FailureReason(StrEnum):
     BODY_MISMATCH = "body_mismatch"
     SLOW = "slow"
     RESOLVE_FAILED = "resolve_failed"
+    SOURCE_ADDRESS_UNAVAILABLE = "source_address_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -143,6 +144,11 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
     FailureReason.RESOLVE_FAILED: ReasonRecord(
         "Name resolution failed: check the resolver this vantage point uses.",
         curl_code=6,
+    ),
+    FailureReason.SOURCE_ADDRESS_UNAVAILABLE: ReasonRecord(
+        "The probe's source_address is not an address of this host (any more): fix the "
+        "config, or the interface that should hold the address.",
+        curl_code=45,  # CURLE_INTERFACE_FAILED: curl --interface cannot bind either
     ),
     FailureReason.INTERNAL_ERROR: ReasonRecord(
         "Exporter fault, not a network problem: see the exporter log.",

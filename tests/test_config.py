@@ -50,7 +50,7 @@ def test_defaults_apply_unless_a_probe_overrides_them() -> None:
     corp = config.probe("corp-proxy")
     fast = config.probe("corp-proxy-fast")
     assert (corp.interval, corp.timeout) == (30.0, 2.0)
-    assert (fast.interval, fast.timeout) == (0.5, 0.25)
+    assert (fast.interval, fast.timeout) == (1.0, 0.25)
     assert config.states.consecutive == 2
 
 

@@ -26,6 +26,10 @@ from exporter.scheduler import Engine
 class SleepProbe(ProbeConfig):
     kind: Literal["sleep"]
     seconds: float
+    # Scheduling is tested at sub-second intervals; the 1 s floor of a config file protects
+    # users, not the engine.
+    interval: float = 15.0
+    timeout: float = 5.0
 
     @property
     def target(self) -> str:

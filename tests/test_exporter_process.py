@@ -12,6 +12,8 @@ import pytest
 
 from lab.exporter_process import Exporter, runs, write_config
 
+DATA = Path(__file__).parent / "data"
+
 
 @pytest.fixture
 def listener() -> Iterator[int]:
@@ -66,7 +68,7 @@ def test_post_reload_applies_a_new_config_and_drops_removed_probes(
     assert "egress_config_last_reload_successful 1\n" in body
 
 
-def test_bad_reload_keeps_the_runningwrite_config(start, tmp_path: Path, listener: int) -> None:
+def test_bad_reload_keeps_the_running_config(start, tmp_path: Path, listener: int) -> None:
     config = write_config(tmp_path / "c.yml", listener, "alpha")
     exporter = start(config, "--web.enable-lifecycle")
     exporter.metrics_when('probe="alpha"')
@@ -76,10 +78,45 @@ def test_bad_reload_keeps_the_runningwrite_config(start, tmp_path: Path, listene
     assert "c.yml:2: probes[0].port: must be between 1 and 65535" in text
     body = exporter.metrics_when("egress_config_last_reload_successful 0\n")
     assert 'probe="alpha"' in body
+    _assert_probing_goes_on(exporter, "alpha")
+
+
+def test_a_reload_error_of_any_kind_keeps_the_running_config(
+    start, tmp_path: Path, listener: int
+) -> None:
+    config = write_config(tmp_path / "c.yml", listener, "alpha")
+    exporter = start(config, "--web.enable-lifecycle")
+    exporter.metrics_when('probe="alpha"')
+    # Each of these was a traceback, a generic 500 or a frozen exporter before.
+    for fixture, problem in [
+        ("invalid-recursive-anchor.yml", "c.yml:8: invalid YAML: alias *probe inside its own"),
+        ("invalid-billion-laughs.yml", "c.yml:7: invalid YAML: more than 20000 nodes"),
+        ("invalid-empty.yml", "c.yml:1: probes: the config probes nothing"),
+    ]:
+        config.write_text((DATA / fixture).read_text())
+        status, answer = exporter.post("/-/reload")
+        assert (status, problem in answer) == (500, True), answer
+        exporter.metrics_when("egress_config_last_reload_successful 0\n")
+        write_config(config, listener, "alpha")
+        assert exporter.post("/-/reload") == (200, "Reloaded.\n")
+        exporter.metrics_when("egress_config_last_reload_successful 1\n")
+    _assert_probing_goes_on(exporter, "alpha")
+    exporter.stop()
+    log = exporter.log()
+    assert "Traceback" not in log
+    failures = [line for line in log.splitlines() if "reload failed" in line]
+    assert len(failures) == 3, log  # one line per failed reload
+
+
+def _assert_probing_goes_on(exporter: Exporter, probe: str) -> None:
     _, before = exporter.get("/metrics")
-    time.sleep(0.5)
-    _, after = exporter.get("/metrics")
-    assert runs(after, "alpha") > runs(before, "alpha"), "probing must go on"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, after = exporter.get("/metrics")
+        if runs(after, probe) > runs(before, probe):
+            return
+        time.sleep(0.1)
+    raise AssertionError("probing stopped")
 
 
 def test_sighup_reloads(start, tmp_path: Path, listener: int) -> None:

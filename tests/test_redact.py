@@ -166,7 +166,7 @@ def test_landing_page_and_log_never_show_the_echoed_token(
 
 def test_reload_response_masks_the_password(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
-    config.write_text("probes: []\n")
+    config.write_text("allow_empty: true\nprobes: []\n")
     exporter = Exporter(config, "--web.enable-lifecycle", log_path=tmp_path / "exporter.log")
     try:
         config.write_text(

@@ -455,7 +455,7 @@ def test_out_of_descriptors_logs_a_line_not_a_traceback_per_connection(
     tmp_path: Path, many_descriptors
 ) -> None:
     config = tmp_path / "c.yml"
-    config.write_text("probes: []\n")
+    config.write_text("allow_empty: true\nprobes: []\n")
     exporter = Exporter(config, log_path=tmp_path / "e.log", preexec_fn=_low_limit(64, 64))
     try:
         # 64 descriptors take ~40 connections; the listen backlog (128) queues the rest.

@@ -8,35 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import functools
-import ipaddress
 import socket
 import ssl
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import aiodns
 import aiodns.error
 from cryptography import x509
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PlainValidator, PrivateAttr, model_validator
 
-from exporter.probes.base import StrictModel
+from exporter.files import FileError, read_bounded
+from exporter.probes.base import HostName, StrictModel, ascii_host, is_ip
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 _TCP_INFO_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then tcpi_rtt is u32 #15
-
-
-def is_ip(host: str) -> bool:
-    """Tell whether ``host`` is an IP literal (so it needs no resolution)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+# Mozilla's whole root store is about 220 KiB in PEM.
+MAX_CA_FILE_BYTES = 1024 * 1024
 
 
 def host_port(host: str, port: int) -> str:
@@ -52,14 +47,15 @@ def socket_family(address: str) -> socket.AddressFamily:
 async def resolve(host: str, family: str = "any", nameservers: Sequence[str] = ()) -> list[str]:
     """Resolve ``host`` with a fresh c-ares channel (system config, or ``nameservers``).
 
-    An IP literal is returned as is. Addresses keep the resolver's order, duplicates removed.
+    An IP literal is returned as is; an internationalised name is asked for in its A-label
+    (punycode) form. Addresses keep the resolver's order, duplicates removed.
     """
     if is_ip(host):
         return [host]
     resolver = aiodns.DNSResolver(nameservers=list(nameservers) or None, tries=1, rotate=False)
     try:
         answer = await resolver.getaddrinfo(
-            host, family=_FAMILIES[family], type=socket.SOCK_STREAM
+            ascii_host(host), family=_FAMILIES[family], type=socket.SOCK_STREAM
         )
     except aiodns.error.DNSError as exc:
         reason, text = reason_for(exc)
@@ -82,19 +78,44 @@ async def tcp_connect(address: str, port: int, source_address: str | None = None
 
     ``TCP_NODELAY`` is set: with Nagle on, a request written right after the TLS Finished waits
     for that flight's ACK, one whole RTT more in every ``first_byte`` (asyncio sets the option
-    only on sockets created with ``IPPROTO_TCP``, so it is set here explicitly).
+    only on sockets created with ``IPPROTO_TCP``, so it is set here explicitly). A
+    ``source_address`` that cannot be bound (not on this host: ``EADDRNOTAVAIL``) is
+    ``source_address_unavailable``; config validation makes sure its family is the
+    destination's.
     """
     sock = socket.socket(socket_family(address), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if source_address is not None:
-            sock.bind((source_address, 0))
+            bind_source(sock, source_address)
         await asyncio.get_running_loop().sock_connect(sock, (address, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def bind_source(sock: socket.socket, source_address: str) -> None:
+    """Bind ``sock`` to ``source_address``, any port; failing is source_address_unavailable."""
+    try:
+        sock.bind((source_address, 0))
+    except OSError as exc:
+        why = "not an address of this host" if exc.errno == errno.EADDRNOTAVAIL else exc.strerror
+        raise ProbeError(
+            FailureReason.SOURCE_ADDRESS_UNAVAILABLE,
+            f"cannot bind to source address {source_address}: {why or exc}",
+        ) from None
+
+
+def source_address_problem(source_address: str) -> str | None:
+    """Why probes cannot send from ``source_address`` on this host now, or None if they can."""
+    with socket.socket(socket_family(source_address), socket.SOCK_STREAM) as sock:
+        try:
+            bind_source(sock, source_address)
+        except ProbeError as exc:
+            return exc.detail
+    return None
 
 
 def kernel_rtt_seconds(sock: socket.socket) -> float | None:
@@ -112,16 +133,58 @@ def kernel_rtt_seconds(sock: socket.socket) -> float | None:
     return float(rtt_us) / 1e6
 
 
+@dataclass(frozen=True)
+class CaBundle:
+    """A CA file as read when the config was loaded: where it was, and its PEM text."""
+
+    path: Path
+    pem: str
+
+
+def load_ca_file(value: object) -> CaBundle:
+    """Read a ``ca_file`` at load time: a regular file of PEM with at least one certificate.
+
+    Runs never read the file again, so a run cannot fail on it; a reload reads it afresh.
+    Raises ValueError saying what is wrong with the file.
+    """
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("must be the path of a PEM file")
+    path = Path(value)
+    try:
+        pem = _checked_pem(read_bounded(path, MAX_CA_FILE_BYTES).decode("ascii"))
+    except FileError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (ValueError, ssl.SSLError):  # not ASCII, empty, or no certificate OpenSSL can load
+        raise ValueError(f"{path}: not a PEM file with a CA certificate") from None
+    return CaBundle(path, pem)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_pem(pem: str) -> str:
+    """``pem`` once OpenSSL loaded at least one certificate from it, as a run will.
+
+    Raises ssl.SSLError, or ValueError, when there is none. Cached, and the same string for
+    equal texts: probes share their CA file, and a bundle such as the system's (220 KiB) takes
+    ~25 ms to load.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=pem)
+    if not context.cert_store_stats()["x509"]:
+        raise ValueError("no certificate")
+    return pem
+
+
 class TlsOptions(StrictModel):
     """A TLS handshake after connecting: trust store, verification and expected issuers.
 
-    The client context is built once per distinct ``(ca_file, verify)`` when the config
-    loads (loading a trust store takes tens of milliseconds: never per run, never on the
-    event loop while probing).
+    ``ca_file`` is read and checked when the config loads (a regular PEM file with at least one
+    certificate), and the client context is built then, once per distinct ``(ca_file,
+    verify)``: loading a trust store takes tens of milliseconds, never per run, never on the
+    event loop while probing.
     """
 
-    server_name: str | None = None
-    ca_file: Path | None = None
+    server_name: HostName | None = None
+    ca_file: Annotated[CaBundle, PlainValidator(load_ca_file)] | None = None
     verify: bool = True
     expected_issuers: list[str] = Field(default_factory=list)
     _context: ssl.SSLContext = PrivateAttr()
@@ -129,12 +192,7 @@ class TlsOptions(StrictModel):
     @model_validator(mode="after")
     def _build_context(self) -> TlsOptions:
         """Build (or reuse) the client context now, while the config loads."""
-        try:
-            self._context = client_tls_context(
-                self.ca_file, self.verify, _file_stamp(self.ca_file)
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load ca_file {self.ca_file}: {exc}") from None
+        self._context = client_tls_context(self.ca_file, self.verify)
         return self
 
     @property
@@ -143,28 +201,18 @@ class TlsOptions(StrictModel):
         return self._context
 
 
-def _file_stamp(path: Path | None) -> tuple[int, int]:
-    """``(mtime_ns, size)`` of a file, so a replaced CA file gets a new context on reload."""
-    if path is None:
-        return (0, 0)
-    try:
-        stat = path.stat()
-    except OSError:
-        return (0, 0)  # the load-time checks report an unreadable file
-    return (stat.st_mtime_ns, stat.st_size)
-
-
 async def start_tls(
     writer: asyncio.StreamWriter, tls: TlsOptions, host: str, recorder: RunRecorder
 ) -> None:
     """Upgrade a connection to TLS, record the certificate's facts and check its issuer.
 
-    The certificate is checked against ``tls.server_name`` or else ``host``; for an IP address
-    Python sends no SNI but still checks the certificate's IP entries.
+    The certificate is checked against ``tls.server_name`` or else ``host``, in A-label form
+    (the SNI of an internationalised name is punycode); for an IP address Python sends no
+    SNI but still checks the certificate's IP entries.
     """
     context = tls.context
     try:
-        await writer.start_tls(context, server_hostname=tls.server_name or host)
+        await writer.start_tls(context, server_hostname=ascii_host(tls.server_name or host))
     except ConnectionError as exc:
         # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
         raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
@@ -185,21 +233,19 @@ def discard(writer: asyncio.StreamWriter) -> None:
 
 
 @functools.cache
-def client_tls_context(
-    ca_file: Path | None = None, verify: bool = True, stamp: tuple[int, int] = (0, 0)
-) -> ssl.SSLContext:
-    """A client TLS context: the system store or ``ca_file``, verification on or off.
+def client_tls_context(ca_file: CaBundle | None = None, verify: bool = True) -> ssl.SSLContext:
+    """A client TLS context: the system store or ``ca_file``'s PEM, verification on or off.
 
-    Cached per ``(ca_file, verify, stamp)`` (a context is safe to share between connections);
-    ``stamp`` tells a rewritten CA file apart. Without verification no trust store is loaded.
+    Cached per ``(ca_file, verify)``: one context per distinct setting (a context is safe to
+    share between connections); a CA file rewritten and reloaded is new text, hence a new
+    context. Without verification no trust store is loaded at all.
     """
-    del stamp  # part of the cache key only
     if not verify:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    return ssl.create_default_context(cadata=ca_file.pem if ca_file else None)
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ discriminated union from the registry without knowing any kind.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Generic, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import idna
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,27 +31,68 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.files import FileError, read_bounded
 from exporter.redact import redact
 from exporter.results import RunRecorder
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# A probe more often than every second spins a core and tells nothing an agent would notice;
+# a timeout under 10 ms cannot even cover a loopback handshake on a busy host.
+MIN_INTERVAL_SECONDS = 1.0
+MIN_TIMEOUT_SECONDS = 0.01
+MAX_DURATION_SECONDS = 24 * 3600.0
+MAX_SECRET_BYTES = 64 * 1024
+MAX_STRING_CHARS = 4096
+_MAX_DURATION_CHARS = 32
+# Host name limits (RFC 1035 section 2.3.4): 253 characters in text form, 63 per label.
+_MAX_HOST_NAME = 253
+# An underscore is not IDNA, but Windows DNS allows it in host names and resolvers answer them.
+_UNDERSCORE_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+# What may stay as it is in a request target (RFC 3986 section 2: unreserved, sub-delims, ":",
+# "@", "/", "?" and "%" of an existing escape); everything else is percent-encoded as UTF-8.
+_URL_SAFE = "!$&'()*+,;=:@/?%~"
 
 
 def parse_duration(value: object) -> float:
-    """Accept ``15s``, ``500ms``, ``1m``, ``1.5`` (seconds) and return seconds."""
+    """Accept ``15s``, ``500ms``, ``1m``, ``1.5`` (seconds) and return seconds.
+
+    Raises ValueError for anything else, and for a duration that is not a finite number
+    greater than zero (YAML's ``.nan`` and ``.inf`` are floats).
+    """
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 15s or 500ms")  # noqa: TRY004 - pydantic reports ValueErrors
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond float range
+            seconds = math.inf
     else:
-        match = _DURATION.match(str(value))
+        text = str(value)
+        match = _DURATION.match(text) if len(text) <= _MAX_DURATION_CHARS else None
         if match is None:
             raise ValueError(f"'{value}' is not a duration such as 15s, 500ms or 1m")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, not {value}")
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds
+
+
+def _duration_within(seconds: float, low: float, what: str) -> float:
+    if seconds < low:
+        raise ValueError(f"must be at least {_seconds_text(low)} (the shortest {what})")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"must be at most {_seconds_text(MAX_DURATION_SECONDS)}")
+    return seconds
+
+
+def _seconds_text(seconds: float) -> str:
+    """``10ms``, ``1s``, ``24h``: how the limits are written in the docs."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
 def _check_port(port: int) -> int:
@@ -65,8 +108,54 @@ def _check_ip(value: str) -> str:
         raise ValueError(f"'{value}' is not an IP address") from None
 
 
+def is_ip(host: str) -> bool:
+    """Tell whether ``host`` is an IP literal (so it needs no resolution)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def ascii_host(host: str) -> str:
+    """The form of a host name that goes on the wire: A-labels (punycode), IP literals as is.
+
+    ``bücher.test`` -> ``xn--bcher-kva.test``, mapped by UTS 46 (the ``idna`` package, IDNA
+    2008), so upper case and full-width forms are folded as browsers do. Raises ValueError
+    for a name that has no such form or breaks the length limits (253 characters, 63 per
+    label: RFC 1035 section 2.3.4).
+    """
+    if is_ip(host):
+        return host
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        labels = mapped.split(".")
+        if len(labels) > 1 and labels[-1] == "":  # a trailing dot: the name is absolute
+            labels = labels[:-1]
+        name = ".".join(_a_label(label) for label in labels)
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise ValueError(f"'{host}' is not a valid host name: {exc}") from None
+    if len(name) > _MAX_HOST_NAME:
+        raise ValueError(f"'{host}' is longer than {_MAX_HOST_NAME} characters")
+    return name
+
+
+def _a_label(label: str) -> str:
+    if label.isascii() and "_" in label:
+        if _UNDERSCORE_LABEL.match(label) is None:
+            raise idna.IDNAError(f"invalid label '{label}'")
+        return label
+    return idna.alabel(label).decode("ascii")
+
+
+def check_host(host: str) -> str:
+    """A host name or IP address that can go on the wire (see :func:`ascii_host`)."""
+    ascii_host(host)
+    return host
+
+
 def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
-    """An absolute URL with one of ``schemes``, a host, a usable port and no credentials."""
+    """An absolute URL with one of ``schemes``, a valid host, a usable port, no credentials."""
     parts = urlsplit(url)
     wanted = " or ".join(f"{scheme}://" for scheme in schemes)
     if parts.scheme not in schemes or not parts.hostname:
@@ -79,7 +168,23 @@ def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
         raise ValueError(f"'{url}' has an invalid port")
     if parts.username or parts.password:
         raise ValueError("credentials do not belong in the URL")
+    check_host(parts.hostname)
     return url
+
+
+def ascii_url(url: str) -> str:
+    """A URL checked by :func:`check_url`, in the form that goes on the wire.
+
+    The host is in A-label form, and path and query are percent-encoded (UTF-8) wherever they
+    hold anything but URL characters; the fragment is dropped.
+    """
+    parts = urlsplit(url)
+    host = ascii_host(parts.hostname or "")
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path, query = quote(parts.path, safe=_URL_SAFE), quote(parts.query, safe=_URL_SAFE)
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 def _check_regex(pattern: str) -> str:
@@ -91,6 +196,15 @@ def _check_regex(pattern: str) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Interval = Annotated[
+    Duration,
+    AfterValidator(partial(_duration_within, low=MIN_INTERVAL_SECONDS, what="interval")),
+]
+Timeout = Annotated[
+    Duration,
+    AfterValidator(partial(_duration_within, low=MIN_TIMEOUT_SECONDS, what="timeout")),
+]
+HostName = Annotated[str, Field(min_length=1), AfterValidator(check_host)]
 HttpUrl = Annotated[str, AfterValidator(check_url)]
 ProxyUrl = Annotated[str, AfterValidator(partial(check_url, schemes=("http",)))]
 Regex = Annotated[str, AfterValidator(_check_regex)]
@@ -108,9 +222,13 @@ def timeout_within_interval(cls: type, timeout: float, info: ValidationInfo) -> 
 
 
 class StrictModel(BaseModel):
-    """A frozen model that rejects unknown keys."""
+    """A frozen model that rejects unknown keys, and strings longer than any sensible value.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The length cap also bounds the work of validators (IDNA, DNS names, regular expressions)
+    on whatever a 4 MiB file can hold.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_STRING_CHARS)
 
 
 class SecretRef(StrictModel):
@@ -136,9 +254,11 @@ class SecretRef(StrictModel):
             return SecretStr(value)
         assert self.file is not None  # noqa: S101 - guaranteed by _exactly_one_readable
         try:
-            return SecretStr(self.file.read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+            return SecretStr(read_bounded(self.file, MAX_SECRET_BYTES).decode("utf-8").strip())
+        except FileError as exc:
+            raise ValueError(f"secret file {self.file}: {exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"secret file {self.file}: not UTF-8 text") from None
 
 
 class StateRole(StrictModel):
@@ -161,11 +281,15 @@ class ProbeConfig(StrictModel):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
     kind: str
     group: str = ""
-    interval: Duration = 15.0
-    timeout: Duration = 5.0
+    interval: Interval = 15.0
+    timeout: Timeout = 5.0
     counts_towards: StateRole | None = None
 
     _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
+
+    def load_warnings(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """(key path in the probe, message) for what may fail at run time but is allowed."""
+        return iter(())
 
     @property
     def target(self) -> str:

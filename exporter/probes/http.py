@@ -47,7 +47,9 @@ from exporter.probes.base import (
     ProbeKind,
     Regex,
     StrictModel,
+    ascii_url,
     check_url,
+    is_ip,
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder
 
@@ -136,7 +138,7 @@ class HttpProbe(ProbeConfig):
         """
         https = urlsplit(self.url).scheme == "https"
         proxied = self.proxy is not None
-        resolved = proxied or not _net.is_ip(urlsplit(self.url).hostname or "")
+        resolved = proxied or not is_ip(urlsplit(self.url).hostname or "")
         wanted = {
             "resolve": resolved,
             "connect": True,
@@ -187,8 +189,11 @@ class _Attempt:
     body_bytes: int = 0
 
     async def fetch(self) -> None:
-        """Request the URL, and each redirect target while redirects may be followed."""
-        url = self.config.url
+        """Request the URL, and each redirect target while redirects may be followed.
+
+        What goes on the wire is the URL's A-label (punycode) and percent-encoded form.
+        """
+        url = ascii_url(self.config.url)
         for hops_left in range(self.config.follow_redirects, -1, -1):
             location = await self._exchange(urlsplit(url), may_redirect=hops_left > 0)
             if location is None:
@@ -362,7 +367,7 @@ def _redirect_target(url: str, location: str) -> str:
     """Where a redirect leads; the peer wrote it, so an unusable one fails the check."""
     target = urljoin(url, location)
     try:
-        return check_url(target)
+        return ascii_url(check_url(target))
     except ValueError as exc:
         raise ProbeError(
             FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"

@@ -13,7 +13,8 @@ check asks the proxy itself for an answer on each connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Iterator, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -23,12 +24,16 @@ from exporter.probes import _net, _proxy
 from exporter.probes._net import TlsOptions
 from exporter.probes.base import (
     Family,
+    HostName,
     HttpUrl,
     IPAddress,
     Port,
     ProbeConfig,
     ProbeKind,
     StrictModel,
+    ascii_host,
+    ascii_url,
+    is_ip,
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
@@ -53,17 +58,20 @@ class ProxyCheck(StrictModel):
 
     @property
     def target(self) -> str:
-        """What the request names: ``host:443`` for CONNECT, the URL for GET."""
+        """What the request names on the wire: ``host:443`` for CONNECT, the URL for GET.
+
+        An internationalised host is in A-label (punycode) form, as in the Host header.
+        """
         if self.method == "GET":
-            return self.url
-        return _net.host_port(urlsplit(self.url).hostname or "", 443)
+            return ascii_url(self.url)
+        return _net.host_port(ascii_host(urlsplit(self.url).hostname or ""), 443)
 
 
 class TcpProbe(ProbeConfig):
     """Config of a ``tcp`` probe."""
 
     kind: Literal["tcp"]
-    host: str = Field(min_length=1)
+    host: HostName
     port: Port
     address_family: Family = "any"
     resolvers: list[IPAddress] = Field(default_factory=list)
@@ -83,6 +91,29 @@ class TcpProbe(ProbeConfig):
             )
         return self
 
+    @model_validator(mode="after")
+    def _source_pins_the_family(self) -> TcpProbe:
+        """A source address can only reach destinations of its own family: say so at load."""
+        if self.source_address is None:
+            return self
+        family = _family_of(self.source_address)
+        if self.address_family not in {"any", family}:
+            raise ValueError(
+                f"source_address {self.source_address} is {family}, but address_family is "
+                f"{self.address_family}"
+            )
+        others = [
+            address
+            for address in (self.host, *self.fallback_addresses)
+            if is_ip(address) and _family_of(address) != family
+        ]
+        if others:
+            raise ValueError(
+                f"source_address {self.source_address} is {family}: it cannot reach "
+                f"{', '.join(others)}"
+            )
+        return self
+
     @property
     def target(self) -> str:
         """``host:port`` for the target label (brackets around an IPv6 address)."""
@@ -90,7 +121,9 @@ class TcpProbe(ProbeConfig):
 
     @property
     def family(self) -> str:
-        """The address family the probe is pinned to."""
+        """The address family the probe is pinned to: ``address_family``, or the source's."""
+        if self.source_address is not None and self.address_family == "any":
+            return _family_of(self.source_address)
         return self.address_family
 
     @property
@@ -98,12 +131,24 @@ class TcpProbe(ProbeConfig):
         """``resolve`` (for a name), ``connect``, then ``tls`` and ``proxy_connect`` if set."""
         checked = self.proxy_check is not None and self.proxy_check.enabled
         wanted = {
-            "resolve": not _net.is_ip(self.host),
+            "resolve": not is_ip(self.host),
             "connect": True,
             "tls": self.tls is not None,
             "proxy_connect": checked,
         }
         return tuple(phase for phase in PHASES if wanted[phase])
+
+    def load_warnings(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """A source address that is not on this host now: runs fail until it is."""
+        if self.source_address is not None:
+            problem = _net.source_address_problem(self.source_address)
+            if problem is not None:
+                consequence = "runs fail as source_address_unavailable until the host has it"
+                yield ("source_address",), f"{problem}; {consequence}"
+
+
+def _family_of(address: str) -> str:
+    return f"ipv{ipaddress.ip_address(address).version}"
 
 
 async def run(config: TcpProbe, recorder: RunRecorder) -> None:
@@ -155,7 +200,7 @@ async def _resolve(
 ) -> list[str] | ProbeError:
     try:
         async with asyncio.timeout(limit):
-            return await _net.resolve(config.host, config.address_family, nameservers)
+            return await _net.resolve(config.host, config.family, nameservers)
     except Exception as exc:  # noqa: BLE001 - the caller weighs each source's failure
         reason, detail = reason_for(exc)
         where = ", ".join(nameservers) or "the system resolver"

@@ -82,6 +82,9 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
     "a.karma.sc2.fsapi.com": ["203.0.113.12"],
     "proxy.example.intern": ["203.0.113.20"],
     "server.lab.test": ["203.0.113.30", "2001:db8:ff::30"],
+    # Internationalised names, as their A-labels: bücher.test and пример.испытание.
+    "xn--bcher-kva.test": ["203.0.113.30"],
+    "xn--e1afmkfd.xn--80akhbyknj4f": ["203.0.113.30"],
 }
 
 

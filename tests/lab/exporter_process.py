@@ -26,7 +26,7 @@ def free_port() -> int:
 def write_config(path: Path, port: int, *names: str) -> Path:
     """A config of fast tcp probes named ``names``, all to 127.0.0.1:``port``."""
     body = "".join(PROBE.format(name=name, port=port) for name in names)
-    path.write_text("defaults: {interval: 200ms, timeout: 100ms}\nprobes:\n" + body)
+    path.write_text("defaults: {interval: 1s, timeout: 100ms}\nprobes:\n" + body)
     return path
 
 
