@@ -70,6 +70,7 @@ CLOUD_ADDRESSES = (
     "203.0.113.20",  # lab corporate proxy (proxy.example.intern)
     "203.0.113.30",  # lab generic TLS/TCP server
     "2001:db8:ff::30",
+    "203.0.113.31",  # a dead address beside it (nothing listens: RST; the firewall may drop)
 )
 
 # What the lab resolver answers; everything else is NXDOMAIN.
@@ -82,6 +83,7 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
     "a.karma.sc2.fsapi.com": ["203.0.113.12"],
     "proxy.example.intern": ["203.0.113.20"],
     "server.lab.test": ["203.0.113.30", "2001:db8:ff::30"],
+    "pair.lab.test": ["203.0.113.31", "203.0.113.30"],  # the first address is dead
 }
 
 
@@ -306,6 +308,7 @@ class Lab:
             "  num-threads: 1",
             "  so-reuseport: no",
             '  local-zone: "." static',
+            "  rrset-roundrobin: no",  # answers keep the order written here
         ]
         for name, addresses in records.items():
             for address in addresses:
