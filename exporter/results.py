@@ -40,6 +40,7 @@ class FailureReason(StrEnum):
     TLS_HANDSHAKE_FAILED = "tls_handshake_failed"
     TLS_CERT_INVALID = "tls_cert_invalid"
     HTTP_STATUS = "http_status"
+    HTTP_BAD_RESPONSE = "http_bad_response"
     BODY_MISMATCH = "body_mismatch"
     SLOW = "slow"
     RESOLVE_FAILED = "resolve_failed"
@@ -132,6 +133,15 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
     FailureReason.HTTP_STATUS: ReasonRecord(
         "Unexpected HTTP status: 5xx check the vendor status page; 4xx a "
         "proxy or WAF on the path.",
+    ),
+    # curl's CURLE_WEIRD_SERVER_REPLY, "the server sent data libcurl could not parse"
+    # (libcurl-errors(3)). For two cases curl logs another code, which the detail names:
+    # 52, CURLE_GOT_NOTHING, for an empty reply, and 1, CURLE_UNSUPPORTED_PROTOCOL, for a reply
+    # that is not HTTP at all (since 7.66.0 curl refuses it as "HTTP/0.9"; curl's test 1172).
+    FailureReason.HTTP_BAD_RESPONSE: ReasonRecord(
+        "The answer is not HTTP, is malformed or empty: something else listens on the port "
+        "(another service, a TLS/plain mix-up) or a middlebox closes the request unanswered.",
+        curl_code=8,
     ),
     FailureReason.BODY_MISMATCH: ReasonRecord(
         "Unexpected body: a captive portal or block page answers; allowlist the host.",
@@ -298,6 +308,10 @@ class RunRecorder:
         child = RunRecorder(address, mirror_to=self if mirror else None)
         self._children.append(child)
         return child
+
+    def forget(self, child: RunRecorder) -> None:
+        """Drop an address tried that gets no verdict of its own (abandoned before its time)."""
+        self._children.remove(child)
 
     def succeed(self, detail: str) -> None:
         """The address answered as expected."""

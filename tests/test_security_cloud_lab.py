@@ -25,6 +25,7 @@ from lab.security_cloud import (
 )
 
 DOORMAN_ADDRESS, KARMA_ADDRESS = FSAPI_ADDRESSES[1], FSAPI_ADDRESSES[2]
+EMPTY_REPLY_PORT = 8444  # where a middlebox that closes requests unanswered sits (DNAT target)
 DIRECT = ("withsecure-baseguard", "withsecure-doorman", "withsecure-karma")
 PROXIED = tuple(f"{name}-proxy" for name in DIRECT)
 
@@ -45,6 +46,14 @@ def healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]
     """Healthcheck servers answering ``ok`` at once."""
     with lab.scope():
         start_healthchecks(lab, test_ca)
+        yield
+
+
+@pytest.fixture
+def early_hints_healthchecks(lab: Lab, test_ca: trustme.CA, proxies: None) -> Iterator[None]:
+    """Healthcheck servers sending ``103 Early Hints`` before every ``ok``."""
+    with lab.scope():
+        start_healthchecks(lab, test_ca, "--answer-as", "/interim/103")
         yield
 
 
@@ -169,3 +178,32 @@ def test_check_table_shows_state_per_path_with_reasons_and_curl_codes(
     via_proxy = next(line for line in states if f"path={_proxy(AUTH_PROXY_PORT)}" in line)
     assert re.search(r"\sunreachable\s+0 of 3 healthchecks ok: ", via_proxy), table
     assert "withsecure-baseguard-proxy proxy_auth_required (curl 56)" in via_proxy
+
+
+def test_early_hints_before_ok_are_reachable(
+    lab: Lab, early_hints_healthchecks: None, ca_file: Path
+) -> None:
+    probes, states = _run(lab, _preset(ca_file))
+    for name in DIRECT:
+        assert probes[name]["success"], probes[name]["detail"]
+        assert probes[name]["facts"]["interim_responses"] == 1
+    assert states["direct"]["state"] == "reachable"
+
+
+def test_requests_closed_unanswered_are_bad_responses(
+    lab: Lab, healthchecks: None, test_ca: trustme.CA, ca_file: Path
+) -> None:
+    # A middlebox in front of one healthcheck completes TLS, then closes every request.
+    nat = f"ip daddr {KARMA_ADDRESS} tcp dport 443 dnat ip to {KARMA_ADDRESS}:{EMPTY_REPLY_PORT}"
+    with lab.scope():
+        start_healthchecks(lab, test_ca, "--answer-as", "/empty", port=EMPTY_REPLY_PORT)
+        with lab.firewall("", nat=nat):
+            probes, states = _run(lab, _preset(ca_file))
+    karma = probes["withsecure-karma"]
+    assert karma["reason"] == "http_bad_response"
+    assert karma["curl_code"] == 8
+    assert "empty reply" in karma["detail"]
+    assert states["direct"]["state"] == "degraded"
+    assert states["direct"]["detail"] == (
+        "2 of 3 healthchecks ok: withsecure-karma http_bad_response (curl 8)"
+    )

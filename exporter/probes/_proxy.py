@@ -1,27 +1,32 @@
-"""HTTP proxy machinery shared by the kinds: CONNECT tunnels and bounded response heads.
+"""HTTP proxy machinery shared by the kinds: reaching a proxy, CONNECT and forward requests.
 
 Used by the SWG layer-7 check (any HTTP answer from the proxy proves it is reachable) and by
 the ``http`` kind through a corporate proxy (CONNECT, then TLS to the origin inside the tunnel).
-Everything read from the peer is bounded: a proxy that drips or sends garbage is a labelled
-failure, not a hang or a memory problem.
+The exchanges are HTTP/1.1 parsed by h11 (``_http1``): interim answers skipped, every field
+line kept (a 407 offering Negotiate, NTLM and Basic names all three), a proxy that answers
+garbage is ``http_bad_response`` with what it sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+import re
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from exporter.probes import _net
+from exporter.probes import _eyeballs, _resolution
+from exporter.probes._http1 import Exchange, ResponseHead
 from exporter.probes.base import ProxyUrl, SecretRef, StrictModel
 from exporter.redact import redact
-from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
+from exporter.results import FailureReason, ProbeError, RunRecorder
 
-MAX_HEAD_BYTES = 16 * 1024
-_HTTP_VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
+_USER_AGENT = "egress-exporter"
+# RFC 9110 section 11.6.1: a challenge starts with an auth-scheme token, at the start of a field
+# value or after a comma, followed by a space, a comma or the end (not "=": that is a parameter).
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SCHEME = re.compile(r"(?:^|,)\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?=\s+[^=,\s]|\s*,|\s*$)")
 
 
 class ProxySettings(StrictModel):
@@ -63,46 +68,6 @@ class ProxySettings(StrictModel):
         return redact(text, (token, f"{self.username}:{password}"))
 
 
-@dataclass(frozen=True)
-class ResponseHead:
-    """Status line and headers of an HTTP response."""
-
-    status: int
-    reason: str
-    headers: dict[str, str]
-
-
-async def read_head(reader: asyncio.StreamReader, peer: str) -> ResponseHead:
-    """Read a response head (status line and headers), at most MAX_HEAD_BYTES.
-
-    Open the connection with ``limit=MAX_HEAD_BYTES`` so a huge head is refused. Something that
-    is not HTTP is ``connection_reset`` with what was seen in the detail; the caller's timeout
-    bounds a peer that never finishes the head.
-    """
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise ProbeError(
-            FailureReason.CONNECTION_RESET, f"{peer}: response head larger than {MAX_HEAD_BYTES} B"
-        ) from None
-    except asyncio.IncompleteReadError as exc:
-        seen = exc.partial[:60]
-        detail = f"{peer}: connection closed before an HTTP answer (got {seen!r})"
-        raise ProbeError(FailureReason.CONNECTION_RESET, detail) from None
-    status_line, *header_lines = raw[:-4].split(b"\r\n")
-    version, _, rest = status_line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    if version not in _HTTP_VERSIONS or not code.isdigit() or len(code) != 3:
-        raise ProbeError(
-            FailureReason.CONNECTION_RESET, f"{peer}: not an HTTP answer: {status_line[:60]!r}"
-        )
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return ResponseHead(int(code), reason.decode("latin-1"), headers)
-
-
 async def connect_tunnel(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -110,9 +75,16 @@ async def connect_tunnel(
     authorization: str | None,
     peer: str,
 ) -> ResponseHead:
-    """Send ``CONNECT target`` on an open proxy connection and read the proxy's answer."""
-    await _send_head(writer, f"CONNECT {target} HTTP/1.1", target, authorization)
-    return await read_head(reader, peer)
+    """Send ``CONNECT target`` on an open proxy connection and read the proxy's answer.
+
+    After a 2xx nothing may follow the answer: the tunnel's first bytes are the client's.
+    """
+    exchange = Exchange(reader, writer, peer)
+    await exchange.request("CONNECT", target, _headers(target, authorization))
+    head = await exchange.response()
+    if 200 <= head.status < 300:
+        exchange.tunnel_data()
+    return head
 
 
 async def forward_get(
@@ -123,23 +95,39 @@ async def forward_get(
     peer: str,
 ) -> ResponseHead:
     """Send ``GET url`` (absolute form, as a client speaks to a forward proxy); read the head."""
-    host = urlsplit(url).netloc
-    await _send_head(writer, f"GET {url} HTTP/1.1", host, authorization, "Connection: close")
-    return await read_head(reader, peer)
+    exchange = Exchange(reader, writer, peer)
+    headers = [*_headers(urlsplit(url).netloc, authorization), ("Connection", "close")]
+    await exchange.request("GET", url, headers)
+    return await exchange.response()
 
 
-async def _send_head(
-    writer: asyncio.StreamWriter,
-    request_line: str,
-    host: str,
-    authorization: str | None,
-    *extra: str,
-) -> None:
-    lines = [request_line, f"Host: {host}", "User-Agent: egress-exporter", *extra]
+def _headers(host: str, authorization: str | None) -> list[tuple[str, str]]:
+    headers = [("Host", host), ("User-Agent", _USER_AGENT)]
     if authorization is not None:
-        lines.append(f"Proxy-Authorization: {authorization}")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
+        headers.append(("Proxy-Authorization", authorization))
+    return headers
+
+
+def auth_schemes(head: ResponseHead) -> list[str]:
+    """The authentication schemes a 407 (or 401) offers, in order, each once.
+
+    Every challenge of every ``Proxy-Authenticate`` (else ``WWW-Authenticate``) field line
+    counts; quoted parameters are skipped (RFC 9110 section 11.6.1).
+    """
+    values = head.values("proxy-authenticate") or head.values("www-authenticate")
+    schemes = []
+    for value in values:
+        schemes += _SCHEME.findall(_QUOTED.sub('""', value))
+    return list(dict.fromkeys(schemes))
+
+
+def wants_authentication(head: ResponseHead, request: str) -> ProbeError:
+    """``proxy_auth_required`` naming every scheme the proxy offered for ``request``."""
+    schemes = ", ".join(auth_schemes(head)) or "no scheme offered"
+    return ProbeError(
+        FailureReason.PROXY_AUTH_REQUIRED,
+        f"proxy wants authentication ({schemes}) for {request}",
+    )
 
 
 def refusal(head: ResponseHead, target: str) -> ProbeError | None:
@@ -147,11 +135,7 @@ def refusal(head: ResponseHead, target: str) -> ProbeError | None:
     if 200 <= head.status < 300:
         return None
     if head.status in {401, 407}:  # tinyproxy answers 401 to wrong credentials
-        scheme = head.headers.get("proxy-authenticate", "").split(" ")[0] or "unknown"
-        return ProbeError(
-            FailureReason.PROXY_AUTH_REQUIRED,
-            f"proxy wants authentication ({scheme}) for CONNECT {target}",
-        )
+        return wants_authentication(head, f"CONNECT {target}")
     return ProbeError(
         FailureReason.PROXY_DENIED,
         f"proxy answered {head.status} {head.reason} to CONNECT {target}",
@@ -159,32 +143,43 @@ def refusal(head: ResponseHead, target: str) -> ProbeError | None:
 
 
 async def open_proxy(
-    proxy: ProxySettings, recorder: RunRecorder
+    proxy: ProxySettings,
+    settings: _resolution.Resolution,
+    probe_timeout: float,
+    recorder: RunRecorder,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Resolve and connect to a proxy that sits on the path to a target (phases resolve, connect).
+    """Resolve a proxy on the path to a target and connect to it (phases resolve, connect).
 
-    Failing to reach the proxy is not the target's fault: a name that does not resolve is
+    The proxy's addresses (found as ``settings`` say) are raced as curl does. Failing to reach
+    the proxy is not the target's fault: a name that does not resolve is
     ``proxy_resolve_failed`` (curl 5, "Could not resolve proxy") and a refused, unreachable or
-    silent connection is ``proxy_connect_failed`` (curl 7; time running out while waiting for
-    the proxy too). The reader is bounded for :func:`read_head`.
+    silent proxy is ``proxy_connect_failed`` (curl 7; time running out while waiting for it
+    too).
     """
     waiting = f"waiting for proxy {proxy.host}:{proxy.port}"
     try:
         with recorder.phase(
             "resolve", timeout_reason=FailureReason.PROXY_RESOLVE_FAILED, waiting_for=waiting
         ):
-            addresses = await _net.resolve(proxy.host)
+            addresses = await _resolution.addresses(settings, proxy.host, probe_timeout, recorder)
     except ProbeError as exc:
         raise ProbeError(
             FailureReason.PROXY_RESOLVE_FAILED, f"could not resolve proxy: {exc.detail}"
         ) from None
-    where = f"proxy {proxy.host}:{proxy.port} ({addresses[0]})"
     try:
         with recorder.phase(
             "connect", timeout_reason=FailureReason.PROXY_CONNECT_FAILED, waiting_for=waiting
         ):
-            sock = await _net.tcp_connect(addresses[0], proxy.port)
-    except OSError as exc:
-        _, detail = reason_for(exc)
-        raise ProbeError(FailureReason.PROXY_CONNECT_FAILED, f"{where}: {detail}") from None
-    return await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)
+            sock, address = await _eyeballs.race(
+                recorder,
+                addresses,
+                proxy.port,
+                timeout_reason=FailureReason.PROXY_CONNECT_FAILED,
+                waiting_for=waiting,
+            )
+    except ProbeError as exc:
+        raise ProbeError(
+            FailureReason.PROXY_CONNECT_FAILED, f"proxy {proxy.host}:{proxy.port}: {exc.detail}"
+        ) from None
+    recorder.fact("address", address)
+    return await asyncio.open_connection(sock=sock)

@@ -4,13 +4,18 @@ This is the WithSecure Security Cloud healthcheck (``GET .../healthcheck`` answe
 the agent performs it: through the corporate proxy when one is configured (CONNECT for https,
 an absolute-URI request for http), on a fresh connection, giving up after the agent's budget.
 
-The client is written by hand over asyncio streams rather than taken from aiohttp: aiohttp's
-trace hooks merge the proxy CONNECT and the TLS handshake into "connection create", and it
-pools connections and reads bodies on its own terms. Here every phase (``resolve``,
-``connect``, ``proxy_connect``, ``tls``, ``first_byte``, ``transfer``) is measured where it
-happens, and every read is bounded: the response head by ``_proxy.MAX_HEAD_BYTES``, the body by
-``max_body_bytes`` and the whole run by the timeout, so an endless or dripping body is a
-labelled failure, never a memory problem or a hang.
+The connection is the probe's own rather than aiohttp's: aiohttp's trace hooks merge the proxy
+CONNECT and the TLS handshake into "connection create", and it pools connections and reads
+bodies on its own terms. Here every phase (``resolve``, ``connect``, ``proxy_connect``, ``tls``,
+``first_byte``, ``transfer``) is measured where it happens; HTTP/1.1 itself is parsed by h11
+(``_http1``), and every read is bounded: the response head by ``_http1.MAX_HEAD_BYTES``, the
+body by ``max_body_bytes`` and the whole run by the timeout, so an endless or dripping body is
+a labelled failure, never a memory problem or a hang.
+
+The host (the origin, or the proxy when there is one) is resolved with the ``tcp`` kind's keys
+(``_resolution``) and its addresses are raced the way curl does (``_eyeballs``, RFC 8305): the
+``connect`` phase is the whole race, each address tried is an endpoint with its own reason, and
+a dead address beside a working one shows there without failing the run.
 
 A run that succeeds, but only after the agent budget (1 s by default, from the agent's logs:
 "timed out after 1006 ms"), is ``slow``: the path works, yet the agent would give up.
@@ -28,20 +33,18 @@ from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from exporter import __version__
-from exporter.probes import _net
+from exporter.probes import _eyeballs, _net, _resolution
+from exporter.probes._http1 import Exchange, ResponseHead
 from exporter.probes._net import TlsOptions
 from exporter.probes._proxy import (
-    MAX_HEAD_BYTES,
     ProxySettings,
-    ResponseHead,
     connect_tunnel,
     open_proxy,
-    read_head,
     refusal,
+    wants_authentication,
 )
 from exporter.probes.base import (
     Duration,
-    Family,
     HttpUrl,
     ProbeConfig,
     ProbeKind,
@@ -58,7 +61,6 @@ PHASES = ("resolve", "connect", "proxy_connect", "tls", "first_byte", "transfer"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_READ_CHUNK = 16 * 1024
 _SHOWN_BODY_CHARS = 60
 
 
@@ -89,14 +91,17 @@ class Expectations(StrictModel):
         return self.body is not None or self.body_regex is not None
 
 
-class HttpProbe(ProbeConfig):
-    """Config of an ``http`` probe. ``timeout`` is the diagnostic timeout."""
+class HttpProbe(ProbeConfig, _resolution.Resolution):
+    """Config of an ``http`` probe. ``timeout`` is the diagnostic timeout.
+
+    The resolution keys (``address_family``, ``resolvers``...) apply to the host connected to:
+    the origin, or the proxy when there is one (the proxy resolves the origin).
+    """
 
     kind: Literal["http"]
     url: HttpUrl
     method: Literal["GET", "HEAD"] = "GET"
     proxy: ProxySettings | None = None
-    address_family: Family = "any"
     expect: Expectations = Field(default_factory=Expectations)
     tls: TlsOptions = Field(default_factory=TlsOptions)
     follow_redirects: int = Field(default=0, ge=0, le=10)
@@ -186,7 +191,6 @@ class _Attempt:
 
     config: HttpProbe
     recorder: RunRecorder
-    body_bytes: int = 0
 
     async def fetch(self) -> None:
         """Request the URL, and each redirect target while redirects may be followed.
@@ -206,17 +210,19 @@ class _Attempt:
         try:
             if url.scheme == "https":
                 await self._tunnel_and_tls(reader, writer, url)
+            exchange = Exchange(reader, writer, url.netloc)
             with self.recorder.phase("first_byte"):
-                writer.write(self._request(url))
-                await writer.drain()
-                head = await read_head(reader, url.netloc)
+                await exchange.request(*self._request(url))
+                head = await exchange.response()
             self.recorder.fact("status_code", head.status)
-            location = head.headers.get("location")
+            if head.interim:
+                self.recorder.fact("interim_responses", head.interim)
+            location = head.first("location")
             if may_redirect and head.status in _REDIRECTS and location:
                 return location
             self._check_status(head, url)
             with self.recorder.phase("transfer"):
-                body = await self._read_body(reader, head)
+                body = await exchange.body(self.config.max_body_bytes + 1, self._progress)
             self._check_body(body)
         finally:
             _net.discard(writer)
@@ -225,17 +231,18 @@ class _Attempt:
     async def _connect(
         self, url: SplitResult
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        proxy = self.config.proxy
-        if proxy is not None:
-            self.recorder.fact("proxy", proxy.url)
-            return await open_proxy(proxy, self.recorder)
+        config = self.config
+        if config.proxy is not None:
+            self.recorder.fact("proxy", config.proxy.url)
+            return await open_proxy(config.proxy, config, config.timeout, self.recorder)
         host = url.hostname or ""
         with self.recorder.phase("resolve"):
-            addresses = await _net.resolve(host, self.config.address_family)
-        self.recorder.fact("address", addresses[0])
+            addresses = await _resolution.addresses(config, host, config.timeout, self.recorder)
         with self.recorder.phase("connect"):
-            sock = await _net.tcp_connect(addresses[0], url.port or _DEFAULT_PORTS[url.scheme])
-        return await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)
+            port = url.port or _DEFAULT_PORTS[url.scheme]
+            sock, address = await _eyeballs.race(self.recorder, addresses, port)
+        self.recorder.fact("address", address)
+        return await asyncio.open_connection(sock=sock)
 
     async def _tunnel_and_tls(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: SplitResult
@@ -262,85 +269,43 @@ class _Attempt:
             log.error("proxy password for %s: %s", self.config.name, exc)  # noqa: TRY400 - no traceback to show
             raise ProbeError(FailureReason.INTERNAL_ERROR, f"proxy password: {exc}") from None
 
-    def _request(self, url: SplitResult) -> bytes:
-        """The request: origin-form, or absolute-form when plain http goes through the proxy."""
+    def _request(self, url: SplitResult) -> tuple[str, str, list[tuple[str, str]]]:
+        """Method, target and headers (absolute-form target when plain http goes via a proxy)."""
         path = urlunsplit(("", "", url.path or "/", url.query, ""))
         through_proxy = self.config.proxy is not None and url.scheme == "http"
         target = urlunsplit((url.scheme, url.netloc, path, "", "")) if through_proxy else path
-        lines = [
-            f"{self.config.method} {target} HTTP/1.1",
-            f"Host: {url.netloc}",
-            f"User-Agent: egress-exporter/{__version__}",
-            "Accept: */*",
-            "Connection: close",
+        headers = [
+            ("Host", url.netloc),
+            ("User-Agent", f"egress-exporter/{__version__}"),
+            ("Accept", "*/*"),
+            ("Connection", "close"),
         ]
         authorization = self._proxy_authorization() if through_proxy else None
         if authorization is not None:
-            lines.append(f"Proxy-Authorization: {authorization}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            headers.append(("Proxy-Authorization", authorization))
+        return self.config.method, target, headers
 
     def _check_status(self, head: ResponseHead, url: SplitResult) -> None:
         if self.config.proxy is not None and url.scheme == "http" and head.status == 407:
-            raise ProbeError(
-                FailureReason.PROXY_AUTH_REQUIRED,
-                f"proxy wants authentication for {self.config.method} {urlunsplit(url)}",
-            )
+            raise wants_authentication(head, f"{self.config.method} {urlunsplit(url)}")
         if head.status in self.config.expect.status:
             return
         detail = f"{head.status} {head.reason} (expected {self.config.expect.status})"
         if head.status in _REDIRECTS:
-            location = head.headers.get("location", "?")
+            location = head.first("location") or "?"
             detail += f", redirect to {location} not followed (follow_redirects)"
         raise ProbeError(FailureReason.HTTP_STATUS, detail)
 
-    async def _read_body(self, reader: asyncio.StreamReader, head: ResponseHead) -> bytes:
-        """At most ``max_body_bytes + 1`` bytes of the body: one more than the cap shows overflow.
-
-        An unchecked body is read only up to the cap, so ``transfer`` is timed without
-        holding a download in memory.
-        """
-        if self.config.method == "HEAD" or head.status in {204, 304} or head.status < 200:
-            return b""
-        limit = self.config.max_body_bytes + 1
-        if "chunked" in head.headers.get("transfer-encoding", "").lower():
-            return await self._read_chunked(reader, limit)
-        length = head.headers.get("content-length", "")
-        if length.isascii() and length.isdigit():  # str.isdigit() also accepts "²"
-            return await self._read(reader, min(int(length), limit), exact=True)
-        return await self._read(reader, limit, exact=False)
-
-    async def _read(self, reader: asyncio.StreamReader, limit: int, exact: bool) -> bytes:
-        """Read ``limit`` bytes, or (not ``exact``) until the peer closes, whichever is first."""
-        body = bytearray()
-        while len(body) < limit:
-            chunk = await reader.read(min(_READ_CHUNK, limit - len(body)))
-            if not chunk:
-                if exact:
-                    raise asyncio.IncompleteReadError(bytes(body), limit)
-                break
-            body += chunk
-            self.body_bytes += len(chunk)
-            self.recorder.fact("body_bytes", self.body_bytes)
-        return bytes(body)
-
-    async def _read_chunked(self, reader: asyncio.StreamReader, limit: int) -> bytes:
-        body = bytearray()
-        while len(body) < limit:
-            try:
-                size_line = await reader.readuntil(b"\r\n")
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except (ValueError, asyncio.LimitOverrunError):
-                raise ProbeError(
-                    FailureReason.CONNECTION_RESET, "malformed chunked encoding"
-                ) from None
-            if size == 0:
-                break
-            body += await self._read(reader, min(size, limit - len(body)), exact=True)
-            if len(body) < limit:
-                await reader.readexactly(2)  # the CRLF after the chunk
-        return bytes(body)
+    def _progress(self, received: int) -> None:
+        """Body bytes so far, kept as a fact so a run cut short in ``transfer`` still says."""
+        self.recorder.fact("body_bytes", received)
 
     def _check_body(self, body: bytes) -> None:
+        """Compare a body of at most ``max_body_bytes + 1`` bytes: one more shows overflow.
+
+        An unchecked body is read only up to the cap, so ``transfer`` is timed without holding
+        a download in memory.
+        """
         self.recorder.fact("body_bytes", len(body))
         expect, cap = self.config.expect, self.config.max_body_bytes
         if not expect.checks_body:
@@ -384,5 +349,8 @@ KIND = ProbeKind(
         "agent_budget_seconds": "The agent's time budget; a run that succeeds only past it is "
         "slow.",
         "tls_cert_not_after_timestamp_seconds": "Expiry of the origin's certificate.",
+        "resolver_answers_differ": "1 when the given resolvers and the system resolver answered "
+        "different address sets.",
+        "fallback_used": "1 when no resolver answered and the fallback addresses were tried.",
     },
 )

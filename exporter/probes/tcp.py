@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from exporter.probes import _net, _proxy
+from exporter.probes import _net, _proxy, _resolution
 from exporter.probes._net import TlsOptions
 from exporter.probes.base import (
-    Family,
     HostName,
     HttpUrl,
     IPAddress,
@@ -38,9 +37,6 @@ from exporter.probes.base import (
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 PHASES = ("resolve", "connect", "tls", "proxy_connect")
-# With a second resolver or a fallback, one resolver that does not answer may use at most this
-# share of the timeout, so the other answer or the fallback still gets probed.
-_RESOLVE_SHARE = 0.5
 
 
 class ProxyCheck(StrictModel):
@@ -67,29 +63,15 @@ class ProxyCheck(StrictModel):
         return _net.host_port(ascii_host(urlsplit(self.url).hostname or ""), 443)
 
 
-class TcpProbe(ProbeConfig):
-    """Config of a ``tcp`` probe."""
+class TcpProbe(ProbeConfig, _resolution.Resolution):
+    """Config of a ``tcp`` probe (resolution keys from ``_resolution.Resolution``)."""
 
     kind: Literal["tcp"]
     host: HostName
     port: Port
-    address_family: Family = "any"
-    resolvers: list[IPAddress] = Field(default_factory=list)
-    also_system_resolver: bool = False
-    fallback_addresses: list[IPAddress] = Field(default_factory=list)
-    first_address_only: bool = False
     source_address: IPAddress | None = None
     tls: TlsOptions | None = None
     proxy_check: ProxyCheck | None = None
-
-    @model_validator(mode="after")
-    def _system_resolver_needs_resolvers(self) -> TcpProbe:
-        if self.also_system_resolver and not self.resolvers:
-            raise ValueError(
-                "also_system_resolver needs 'resolvers' (the system resolver is "
-                "the default without them)"
-            )
-        return self
 
     @model_validator(mode="after")
     def _source_pins_the_family(self) -> TcpProbe:
@@ -127,6 +109,11 @@ class TcpProbe(ProbeConfig):
         return self.address_family
 
     @property
+    def resolved_family(self) -> str:
+        """Names resolve in the source address's family: only those addresses can be reached."""
+        return self.family
+
+    @property
     def phases(self) -> tuple[str, ...]:
         """``resolve`` (for a name), ``connect``, then ``tls`` and ``proxy_connect`` if set."""
         checked = self.proxy_check is not None and self.proxy_check.enabled
@@ -158,66 +145,12 @@ async def run(config: TcpProbe, recorder: RunRecorder) -> None:
     Any address that fails fails the run, with the first failure's reason.
     """
     with recorder.phase("resolve"):
-        addresses = await _addresses(config, recorder)
-    if config.first_address_only:
-        addresses = addresses[:1]
+        addresses = await _resolution.addresses(config, config.host, config.timeout, recorder)
     endpoints = [recorder.endpoint(a, mirror=i == 0) for i, a in enumerate(addresses)]
     await asyncio.gather(*(_probe_address(config, endpoint) for endpoint in endpoints))
     failed = recorder.failed_endpoints()
     if failed is not None:
         raise failed
-
-
-async def _addresses(config: TcpProbe, recorder: RunRecorder) -> list[str]:
-    """Resolve through every configured source; the fallback stands in when none answers."""
-    sources: dict[str, Sequence[str]] = {"system": ()}
-    if config.resolvers:
-        sources = {"resolvers": config.resolvers}
-        if config.also_system_resolver:
-            sources["system"] = ()
-    limited = len(sources) > 1 or bool(config.fallback_addresses)
-    limit = config.timeout * _RESOLVE_SHARE if limited else None
-    outcomes = await asyncio.gather(*(_resolve(config, ns, limit) for ns in sources.values()))
-    answers = dict(zip(sources, outcomes, strict=True))
-    if len(answers) > 1:
-        _compare_answers(answers, recorder)
-    if config.fallback_addresses:
-        recorder.fact("fallback_used", 0.0)
-    found = [address for outcome in outcomes if isinstance(outcome, list) for address in outcome]
-    if found:
-        return list(dict.fromkeys(found))
-    error = next(outcome for outcome in outcomes if isinstance(outcome, ProbeError))
-    if not config.fallback_addresses:
-        raise error
-    # What the agent does too: Umbrella's client falls back to the published anycast address.
-    recorder.fact("fallback_used", 1.0)
-    recorder.fact("resolve_error", f"{error.reason}: {error.detail}")
-    return list(config.fallback_addresses)
-
-
-async def _resolve(
-    config: TcpProbe, nameservers: Sequence[str], limit: float | None
-) -> list[str] | ProbeError:
-    try:
-        async with asyncio.timeout(limit):
-            return await _net.resolve(config.host, config.family, nameservers)
-    except Exception as exc:  # noqa: BLE001 - the caller weighs each source's failure
-        reason, detail = reason_for(exc)
-        where = ", ".join(nameservers) or "the system resolver"
-        return ProbeError(reason, f"{detail} (via {where})")
-
-
-def _compare_answers(answers: dict[str, list[str] | ProbeError], recorder: RunRecorder) -> None:
-    """Record each source's addresses (or its failure) and whether the address sets differ."""
-    sets = []
-    for source, outcome in answers.items():
-        if isinstance(outcome, ProbeError):
-            recorder.fact(f"addresses_{source}", f"failed: {outcome.reason}")
-            sets.append(frozenset[str]())
-        else:
-            recorder.fact(f"addresses_{source}", ",".join(outcome))
-            sets.append(frozenset(outcome))
-    recorder.fact("resolver_answers_differ", float(len(set(sets)) > 1))
 
 
 async def _probe_address(config: TcpProbe, recorder: RunRecorder) -> None:
@@ -240,7 +173,7 @@ async def _handshake(config: TcpProbe, recorder: RunRecorder) -> None:
     if config.tls is None and check is None:
         sock.close()
         return
-    reader, writer = await asyncio.open_connection(sock=sock, limit=_proxy.MAX_HEAD_BYTES)
+    reader, writer = await asyncio.open_connection(sock=sock)
     try:
         if config.tls is not None:
             with recorder.phase("tls"):

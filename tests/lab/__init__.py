@@ -70,6 +70,7 @@ CLOUD_ADDRESSES = (
     "203.0.113.20",  # lab corporate proxy (proxy.example.intern)
     "203.0.113.30",  # lab generic TLS/TCP server
     "2001:db8:ff::30",
+    "203.0.113.31",  # a dead address beside it (nothing listens: RST; the firewall may drop)
 )
 
 # What the lab resolver answers; everything else is NXDOMAIN.
@@ -85,6 +86,7 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
     # Internationalised names, as their A-labels: bücher.test and пример.испытание.
     "xn--bcher-kva.test": ["203.0.113.30"],
     "xn--e1afmkfd.xn--80akhbyknj4f": ["203.0.113.30"],
+    "pair.lab.test": ["203.0.113.31", "203.0.113.30"],  # the first address is dead
 }
 
 
@@ -309,6 +311,7 @@ class Lab:
             "  num-threads: 1",
             "  so-reuseport: no",
             '  local-zone: "." static',
+            "  rrset-roundrobin: no",  # answers keep the order written here
         ]
         for name, addresses in records.items():
             for address in addresses:

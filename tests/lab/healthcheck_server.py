@@ -1,7 +1,7 @@
 """An HTTP(S) server standing in for the WithSecure Security Cloud healthchecks in the lab.
 
 Usage: healthcheck_server.py ADDRESS:PORT [ADDRESS:PORT ...] [--cert CERT --key KEY]
-                             [--delay SECONDS]
+                             [--delay SECONDS] [--answer-as PATH]
 
 Every path answers ``ok`` (like the real healthchecks) unless it starts with one of:
 
@@ -13,9 +13,17 @@ Every path answers ``ok`` (like the real healthchecks) unless it starts with one
 - ``/delay/<s>``     ``ok`` after ``s`` seconds
 - ``/redirect``      302 to ``/doorman/v1/healthcheck``
 - ``/chunked``       ``ok`` with chunked transfer encoding
+- ``/interim/<code>[/<path>]``  an interim response (``103 Early Hints``, ``100 Continue``),
+                     then the answer for ``/<path>``
+- ``/folded-te``     ``ok``, chunked, the ``Transfer-Encoding`` header folded over two lines
+- ``/chunk/<size>``  a chunked body whose first chunk size line is ``<size>`` (``-1``,
+                     ``0x10``...); the connection then stays open for a minute
+- ``/empty``         no answer at all: the connection is closed after the request
 
-``--delay`` adds that delay before every answer (a slow path for unchanged URLs). Each request
-is logged as one line (method, target and headers) so tests can see what a client sent.
+``--delay`` adds that delay before every answer (a slow path for unchanged URLs);
+``--answer-as PATH`` answers every request as if it asked for PATH (a misbehaving server
+behind unchanged URLs). Each request is logged as one line (method, target and headers) so
+tests can see what a client sent.
 """
 
 from __future__ import annotations
@@ -30,17 +38,21 @@ from listening import serve_all
 
 # "Endless" for any client: 64 MiB (a thousand times the probe's cap), or a minute of drip.
 _ENDLESS_CHUNKS, _DRIP_BYTES = 4096, 300
+_HOLD_SECONDS = 60
+_INTERIM = {"100": "Continue", "102": "Processing", "103": "Early Hints"}
 PORTAL = b"<html><head><title>Guest Wi-Fi</title></head><body>Accept the terms</body></html>"
 
 
-async def _serve(listen: list[str], context: ssl.SSLContext | None, delay: float) -> None:
+async def _serve(
+    listen: list[str], context: ssl.SSLContext | None, delay: float, answer_as: str | None
+) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, ssl.SSLError):
             head = await reader.readuntil(b"\r\n\r\n")
             print(head.decode("latin-1").replace("\r\n", " | "), flush=True)  # noqa: T201
             method, target, _ = head.split(b"\r\n")[0].decode("latin-1").split(" ", 2)
             await asyncio.sleep(delay)
-            await _answer(writer, method, target)
+            await _answer(writer, method, answer_as or target)
         writer.close()
 
     await serve_all(listen, handle, context)
@@ -63,6 +75,8 @@ async def _answer(writer: asyncio.StreamWriter, method: str, target: str) -> Non
     parts = path.split("/")
     if parts[0] == "delay":
         await asyncio.sleep(float(parts[1]))
+    if await _framing(writer, method, parts):
+        return
     if parts[0] == "portal":
         writer.write(_fixed("200 OK", PORTAL, method))
     elif parts[0] == "status":
@@ -77,6 +91,23 @@ async def _answer(writer: asyncio.StreamWriter, method: str, target: str) -> Non
     else:
         writer.write(_fixed("200 OK", b"ok\n", method))
     await writer.drain()
+
+
+async def _framing(writer: asyncio.StreamWriter, method: str, parts: list[str]) -> bool:
+    """The answers that test a client's HTTP framing; False when ``parts`` asks for none."""
+    if parts[0] == "interim":
+        writer.write(f"HTTP/1.1 {parts[1]} {_INTERIM[parts[1]]}\r\n\r\n".encode())
+        await _answer(writer, method, "/" + "/".join(parts[2:]))
+    elif parts[0] == "folded-te":
+        folded = b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding:\r\n chunked\r\n\r\n"
+        writer.write(folded + b"2\r\nok\r\n0\r\n\r\n")
+        await writer.drain()
+    elif parts[0] == "chunk":
+        size = parts[1].encode()
+        writer.write(_head("200 OK", {"Transfer-Encoding": "chunked"}) + size + b"\r\nok\r\n")
+        await writer.drain()
+        await asyncio.sleep(_HOLD_SECONDS)  # a size taken for a longer chunk waits for more
+    return parts[0] in {"interim", "folded-te", "chunk", "empty"}  # empty: no answer at all
 
 
 async def _stream_forever(writer: asyncio.StreamWriter, drip: bool) -> None:
@@ -97,13 +128,14 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--answer-as")
     args = parser.parse_args()
     context = None
     if args.cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.cert, args.key)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    asyncio.run(_serve(args.listen, context, args.delay))
+    asyncio.run(_serve(args.listen, context, args.delay, args.answer_as))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 import trustme
 
 from exporter.config import ConfigError, load_config
-from lab import Lab
+from lab import LAB_DIR, LAB_RECORDS, Lab
 from lab.security_cloud import (
     AUTH_PROXY_PORT,
     DENY_PROXY_PORT,
@@ -29,6 +30,17 @@ from lab.security_cloud import (
 DOORMAN = "doorman.sc.fsapi.com"
 DOORMAN_ADDRESS = "203.0.113.11"
 HEALTHCHECK = f"https://{DOORMAN}/doorman/v1/healthcheck"
+# A plain origin on a dual-stack name, and a name whose first address is dead.
+SERVER, PAIR = "server.lab.test", "pair.lab.test"
+SERVER_V4, SERVER_V6 = LAB_RECORDS[SERVER]
+DEAD = LAB_RECORDS[PAIR][0]
+SSH_PORT, SSH_NO_NEWLINE_PORT = 2222, 2223
+SCHEMES_PROXY_PORT = 3131  # a proxy answering 407 with three Proxy-Authenticate lines
+PROXY_407 = (
+    "HTTP/1.1 407 Proxy Authentication Required\\r\\n"
+    "Proxy-Authenticate: Negotiate\\r\\nProxy-Authenticate: NTLM\\r\\n"
+    'Proxy-Authenticate: Basic realm="corp"\\r\\nContent-Length: 0\\r\\n\\r\\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +53,44 @@ def servers(lab: Lab, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Iterator[Non
         start_tinyproxy(lab, OPEN_PROXY_PORT)
         start_tinyproxy(lab, AUTH_PROXY_PORT, auth=True)
         start_tinyproxy(lab, DENY_PROXY_PORT, connect_port=563)
+        _start_scripted_peers(lab)
         yield
+
+
+def _start_scripted_peers(lab: Lab) -> None:
+    """The plain origin on both of SERVER's addresses, SSH banners, the three-scheme proxy."""
+    python = sys.executable
+    origin = (f"{SERVER_V4}:80", f"[{SERVER_V6}]:80")
+    lab.start(
+        lab.cloud,
+        python,
+        str(LAB_DIR / "healthcheck_server.py"),
+        *origin,
+        ready_port=(SERVER_V4, 80),
+    )
+    scripted = str(LAB_DIR / "scripted_server.py")
+    for port, banner in (
+        (SSH_PORT, "SSH-2.0-OpenSSH_9.2p1\\r\\n"),
+        (SSH_NO_NEWLINE_PORT, "SSH-2.0-OpenSSH_9.2p1"),
+    ):
+        lab.start(
+            lab.cloud,
+            python,
+            scripted,
+            f"{SERVER_V4}:{port}",
+            "--greet",
+            banner,
+            ready_port=(SERVER_V4, port),
+        )
+    lab.start(
+        lab.cloud,
+        python,
+        scripted,
+        f"{PROXY_ADDRESS}:{SCHEMES_PROXY_PORT}",
+        "--reply",
+        PROXY_407,
+        ready_port=(PROXY_ADDRESS, SCHEMES_PROXY_PORT),
+    )
 
 
 def _check(lab: Lab, ca_file: Path, **settings: object) -> dict:
@@ -292,3 +341,113 @@ def test_plain_http_through_the_proxy_uses_an_absolute_uri(
     assert f"): GET {url} HTTP/1.1" in lab.logs()  # tinyproxy logs the request line it got
     denied = _check(lab, ca_file, url=url, proxy=_proxy(AUTH_PROXY_PORT))
     assert denied["reason"] == "proxy_auth_required"
+
+
+# -- HTTP framing (issue 11): what curl accepts is accepted, the rest is http_bad_response -----
+
+
+@pytest.mark.parametrize("code", ["103", "100"])
+def test_interim_response_before_the_answer_is_skipped(
+    lab: Lab, servers: None, ca_file: Path, code: str
+) -> None:
+    result = _check(lab, ca_file, url=f"https://{DOORMAN}/interim/{code}/healthcheck")
+    assert result["success"], result["detail"]
+    assert result["facts"]["status_code"] == 200
+    assert result["facts"]["interim_responses"] == 1
+
+
+def test_folded_transfer_encoding_is_read(lab: Lab, servers: None, ca_file: Path) -> None:
+    result = _check(lab, ca_file, url=f"https://{DOORMAN}/folded-te")
+    assert result["success"], result["detail"]
+
+
+@pytest.mark.parametrize("size", ["-1", "0x10", "1_0"])
+def test_bad_chunk_size_is_a_bad_response(
+    lab: Lab, servers: None, ca_file: Path, size: str
+) -> None:
+    # The server keeps the connection open: a size taken for a longer chunk would wait.
+    result = _check(lab, ca_file, url=f"https://{DOORMAN}/chunk/{size}", timeout="10s")
+    assert result["reason"] == "http_bad_response", result["detail"]
+    assert result["curl_code"] == 8
+    assert f"illegal chunk header: b'{size}\\r\\n'" in result["detail"]
+
+
+def test_empty_reply_is_a_bad_response(lab: Lab, servers: None, ca_file: Path) -> None:
+    result = _check(lab, ca_file, url=f"https://{DOORMAN}/empty")
+    assert result["reason"] == "http_bad_response"
+    assert result["curl_code"] == 8
+    assert "empty reply, the connection closed without an answer (curl 52)" in result["detail"]
+
+
+@pytest.mark.parametrize("port", [SSH_PORT, SSH_NO_NEWLINE_PORT])
+def test_ssh_banner_left_open_fails_without_waiting(
+    lab: Lab, servers: None, ca_file: Path, port: int
+) -> None:
+    # The SSH server waits for a client speaking SSH: only reading the banner ends the run.
+    result = _check(
+        lab, ca_file, url=f"http://{SERVER}:{port}/", timeout="10s", address_family="ipv4"
+    )
+    assert result["reason"] == "http_bad_response", result["detail"]
+    assert result["curl_code"] == 8
+    assert "not an HTTP answer (curl 1): got b'SSH-2.0-OpenSSH_9.2p1" in result["detail"]
+
+
+def test_proxy_offering_three_schemes_names_them_all(
+    lab: Lab, servers: None, ca_file: Path
+) -> None:
+    result = _check(lab, ca_file, proxy=_proxy(SCHEMES_PROXY_PORT))
+    assert result["reason"] == "proxy_auth_required"
+    assert result["curl_code"] == 56
+    assert "proxy wants authentication (Negotiate, NTLM, Basic) for CONNECT" in result["detail"]
+
+
+# -- every resolved address, raced the way curl does (issue 11) -------------------------------
+
+
+def _plain(lab: Lab, ca_file: Path, host: str, **settings: object) -> dict:
+    return _check(lab, ca_file, url=f"http://{host}/doorman/v1/healthcheck", **settings)
+
+
+def _endpoints(result: dict) -> list[tuple[str, str | None]]:
+    return [(e["address"], e["reason"]) for e in result["endpoints"]]
+
+
+def test_first_address_refused_beside_a_working_one(
+    lab: Lab, servers: None, ca_file: Path
+) -> None:
+    result = _plain(lab, ca_file, PAIR)
+    assert result["success"], result["detail"]
+    assert _endpoints(result) == [(DEAD, "connection_refused"), (SERVER_V4, None)]
+    assert result["facts"]["address"] == SERVER_V4
+
+
+def test_first_address_dropped_beside_a_working_one(
+    lab: Lab, servers: None, ca_file: Path
+) -> None:
+    with lab.firewall(f"ip daddr {DEAD} drop"):
+        result = _plain(lab, ca_file, PAIR)
+        only_first = _plain(lab, ca_file, PAIR, first_address_only=True, timeout="1s")
+    assert result["success"], result["detail"]
+    assert _endpoints(result) == [(DEAD, "timeout"), (SERVER_V4, None)]
+    assert f"abandoned when {SERVER_V4} connected" in result["endpoints"][0]["detail"]
+    assert only_first["reason"] == "timeout"  # first_address_only: today's behaviour
+    assert only_first["curl_code"] == 28
+    assert _endpoints(only_first) == [(DEAD, "timeout")]
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ("drop", "timeout"),
+        ("reject with tcp reset", "connection_refused"),
+    ],
+)
+# (No ICMPv6 reject in the list: in this lab the firewall's ICMPv6 error never fails the
+# client's connect, observed on Linux 6.18, so it reads as the drop above; a RST stands in.)
+def test_dual_stack_with_ipv6_broken_falls_back_to_ipv4(
+    lab: Lab, servers: None, ca_file: Path, rule: str, reason: str
+) -> None:
+    with lab.firewall(f"ip6 daddr {SERVER_V6} tcp dport 80 {rule}"):
+        result = _plain(lab, ca_file, SERVER)
+    assert result["success"], result["detail"]
+    assert _endpoints(result) == [(SERVER_V6, reason), (SERVER_V4, None)]

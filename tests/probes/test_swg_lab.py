@@ -280,11 +280,13 @@ def test_tls_resigned_by_an_inspection_ca_is_cert_invalid(
     assert _state(report, "umbrella-sig")["state"] == "fail_open"
 
 
-def test_non_http_reply_to_the_layer7_check_is_connection_reset(lab: Lab, swg: Swg) -> None:
+def test_non_http_reply_to_the_layer7_check_is_a_bad_response(lab: Lab, swg: Swg) -> None:
+    # Plain HTTP to the TLS port: the TLS server hangs up without a word.
     config = {"probes": [_probe("odd", "odd", SIG_NAME, TLS_PORT, proxy_check={"url": ECHO_URL})]}
     probe = _probes(lab.check(config))["odd"]
-    assert probe["reason"] == "connection_reset"
-    assert "HTTP" in probe["detail"]
+    assert probe["reason"] == "http_bad_response"
+    assert probe["curl_code"] == 8
+    assert "empty reply, the connection closed without an answer (curl 52)" in probe["detail"]
 
 
 def test_preset_in_check_nxdomain_uses_the_anycast_fallback(lab: Lab, swg: Swg) -> None:
