@@ -1,8 +1,13 @@
-"""deploy/ without Docker or Kubernetes: every file parses, every mount exists, configs check."""
+"""deploy/ without Docker or Kubernetes: every file parses, every mount exists, configs check.
+
+The agent configs run for real in tests/test_fleet_e2e_lab.py; here promtool checks them, and the
+Alloy config is held to the same settings as the Prometheus agent's.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+AGENT = DEPLOY / "agent"
+RULES = ROOT / "alerts" / "egress.rules.yml"
 
 
 def _yaml(path: Path) -> Any:
@@ -239,3 +246,78 @@ def test_kubernetes_pod_is_non_root_with_a_read_only_root_filesystem() -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_agent_config_passes_promtool_in_agent_mode(stack_tools: None) -> None:
+    checked = _run("promtool", "check", "config", "--agent", str(AGENT / "prometheus-agent.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = _yaml(AGENT / "prometheus-agent.yml")
+    assert config["global"]["external_labels"]["vantage"]
+    [job] = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["localhost:10115"]}]
+    [remote] = config["remote_write"]
+    assert remote["url"].endswith("/api/v1/write")
+
+
+def test_central_config_passes_promtool_with_the_alert_rules(
+    tmp_path: Path, stack_tools: None
+) -> None:
+    """The receiver runs the shipped rules and accepts samples as late as the agents keep them."""
+    config = _yaml(AGENT / "central.yml")
+    assert [Path(path).name for path in config["rule_files"]] == [RULES.name]
+    config["rule_files"] = [str(RULES)]
+    local = tmp_path / "central.yml"
+    local.write_text(yaml.safe_dump(config), encoding="utf-8")
+    checked = _run("promtool", "check", "config", str(local))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    window = config["storage"]["tsdb"]["out_of_order_time_window"]
+    retention = "--storage.agent.retention.max-time="
+    agent = (AGENT / "prometheus-agent.yml").read_text(encoding="utf-8")
+    assert f"{retention}{window}" in agent
+    assert f'max_keepalive_time = "{window}"' in (AGENT / "config.alloy").read_text()
+
+
+# `name = value` inside Alloy blocks, with the block path: {"prometheus.scrape.egress.job_name":
+# '"egress"', ...}; enough of Alloy's syntax for the file this repository ships (one setting or
+# block per line, comments on their own lines).
+_ALLOY_BLOCK = re.compile(r'^\s*([\w.]+)(?:\s+"([\w-]+)")?\s*\{\s*$')
+_ALLOY_SETTING = re.compile(r"^\s*(\w+)\s*=\s*(.+?)\s*$")
+
+
+def _alloy_settings(text: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    path: list[str] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("//"):  # comments on their own lines ("//" is in URLs)
+            continue
+        if block := _ALLOY_BLOCK.match(line):
+            path.append(".".join(filter(None, block.groups())))
+        elif line.strip() == "}":
+            path.pop()
+        elif setting := _ALLOY_SETTING.match(line):
+            settings[".".join([*path, setting.group(1)])] = setting.group(2)
+    assert not path, "unbalanced braces"
+    return settings
+
+
+def test_alloy_config_ships_like_the_prometheus_agent() -> None:
+    """The same job, target, interval, vantage label, receiver, retries and WAL age."""
+    alloy = _alloy_settings((AGENT / "config.alloy").read_text(encoding="utf-8"))
+    agent = _yaml(AGENT / "prometheus-agent.yml")
+    [job] = agent["scrape_configs"]
+    [remote] = agent["remote_write"]
+    [target] = job["static_configs"][0]["targets"]
+    scrape, write = "prometheus.scrape.egress", "prometheus.remote_write.central"
+    assert alloy[f"{scrape}.targets"] == f'[{{"__address__" = "{target}"}}]'
+    assert alloy[f"{scrape}.job_name"] == f'"{job["job_name"]}"'
+    assert alloy[f"{scrape}.scrape_interval"] == f'"{agent["global"]["scrape_interval"]}"'
+    assert alloy[f"{scrape}.forward_to"] == f"[{write}.receiver]"
+    vantage = agent["global"]["external_labels"]["vantage"]
+    assert alloy[f"{write}.external_labels"] == f'{{"vantage" = "{vantage}"}}'
+    assert alloy[f"{write}.endpoint.url"] == f'"{remote["url"]}"'
+    assert (
+        alloy[f"{write}.endpoint.basic_auth.username"] == f'"{remote["basic_auth"]["username"]}"'
+    )
+    for name, value in remote["queue_config"].items():
+        expected = str(value).lower() if isinstance(value, bool) else f'"{value}"'
+        assert alloy[f"{write}.endpoint.queue_config.{name}"] == expected, name
