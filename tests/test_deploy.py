@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import load
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -401,3 +403,12 @@ def test_alloy_config_ships_like_the_prometheus_agent() -> None:
     for name, value in remote["queue_config"].items():
         expected = str(value).lower() if isinstance(value, bool) else f'"{value}"'
         assert alloy[f"{write}.endpoint.queue_config.{name}"] == expected, name
+
+
+def test_compose_demo_runs_only_the_vendor_presets() -> None:
+    """The demo must not page out of the box: no probe of the site's own (a corporate proxy
+    that does not resolve on the demo host fails at both sites: a critical vendor alert).
+    """
+    presets_only = load(None).probes
+    for path in (DEPLOY / "exporter").glob("*.yml"):
+        assert load(str(path)).probes == presets_only, path.name
