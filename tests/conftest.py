@@ -1,16 +1,23 @@
-"""Shared fixtures: the network lab and a test certificate authority."""
+"""Shared fixtures: the network lab, a test certificate authority, the Umbrella look-alike."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lab import Lab, build_lab, missing_requirements
+from lab import LAB_DIR, Lab, build_lab, missing_requirements
 from lab.stack import missing_stack_tools
+
+UMBRELLA_RESOLVERS = ("208.67.222.222", "208.67.220.220")
+UMBRELLA_SEED = bytes(range(100, 132))  # the responder's provider key, trusted through config
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,3 +71,33 @@ def ca_file(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Pa
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     test_ca.cert_pem.write_to_path(str(path))
     return path
+
+
+@pytest.fixture
+def umbrella(lab: Lab) -> Iterator[None]:
+    """The Umbrella look-alike on the IPv4 resolver addresses, stopped afterwards."""
+    listen = [f"{address}:{port}" for address in UMBRELLA_RESOLVERS for port in (53, 443)]
+    with lab.scope():
+        lab.start(
+            lab.cloud,
+            sys.executable,
+            str(LAB_DIR / "umbrella_responder.py"),
+            *listen,
+            "--provider-seed",
+            UMBRELLA_SEED.hex(),
+            ready_port=(UMBRELLA_RESOLVERS[-1], 443),
+        )
+        yield
+
+
+@pytest.fixture
+def umbrella_dns_config() -> dict[str, Any]:
+    """An exporter config probing the look-alike's IPv4 DNS every second, states at once."""
+    public = Ed25519PrivateKey.from_private_bytes(UMBRELLA_SEED).public_key()
+    provider_key = public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(":")
+    settings = {"dns_provider_key": provider_key, "dns_ipv6": False, "swg_secure_access": False}
+    return {
+        "defaults": {"interval": "1s", "timeout": "500ms"},
+        "states": {"consecutive": 1},
+        "presets": [{"name": "umbrella", "settings": settings}],
+    }

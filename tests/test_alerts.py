@@ -4,8 +4,10 @@ Complete: a `severity` that routes (critical pages, warning tickets), a summary,
 description and a runbook link to a section with the `check` command and a capture filter.
 Covered: promtool tests in alerts/tests/ where it fires with its labels and annotations, and a
 "Blip: ..." test group where it never fires. Meta-tests prove those cases can fail: with the
-hold-down (`for:` and the success window) removed every blip group fails, and with the
-vendor-outage hold-back removed every held-back alert fires.
+hold-down (`for:` and the success window) removed every blip group fails, with the
+vendor-outage hold-back removed every held-back alert fires, with joins that ignore `vantage`
+the shared-instance groups fail, and without the last known results of a silent vantage point
+the fleet alerts change their verdict.
 """
 
 from __future__ import annotations
@@ -122,9 +124,12 @@ METRIC = re.compile(r"\b(egress_\w+|[a-z_]+:\w+:\w+)\b")
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda rule: rule.get("alert") or rule["record"])
 def test_rules_read_the_contract_and_earlier_records_only(rule: dict[str, Any]) -> None:
-    """A metric renamed in exporter/collector.py fails here rather than silently never firing."""
+    """A metric renamed in exporter/collector.py fails here rather than silently never firing.
+
+    A rule may read itself: the last-known rules carry their previous evaluation forward.
+    """
     rules = all_rules()
-    earlier = {r["record"] for r in rules[: rules.index(rule)] if "record" in r}
+    earlier = {r["record"] for r in rules[: rules.index(rule) + 1] if "record" in r}
     for metric in METRIC.findall(_rule_text(rule)):
         assert metric in contract() | earlier, f"{metric} is neither in the contract nor recorded"
     for metric in re.findall(r"(?<![\w:])([a-z_]+)\{", rule["expr"]):
@@ -167,10 +172,16 @@ CAPTURE_FILTER = re.compile(
 )
 # Alerts about the exporter itself, where no egress path is involved:
 # - `check` runs the probes, which tells nothing about a target Prometheus cannot scrape
-#   (Down), a missing scrape job (Absent) or a bad config file (ReloadFailed: `--config.check`);
+#   (Down), a missing scrape job (Absent), samples that do not arrive from an agent (Silent) or
+#   a bad config file (ReloadFailed: `--config.check`);
 # - a packet capture shows nothing about a stopped or missing exporter, an engine that stopped
 #   producing results (Stale) or a config file that does not parse.
-NO_CHECK_COMMAND = {"EgressExporterDown", "EgressExporterAbsent", "EgressConfigReloadFailed"}
+NO_CHECK_COMMAND = {
+    "EgressExporterDown",
+    "EgressExporterAbsent",
+    "EgressVantageSilent",
+    "EgressConfigReloadFailed",
+}
 NO_CAPTURE_FILTER = {
     "EgressExporterDown",
     "EgressExporterAbsent",
@@ -363,6 +374,75 @@ def test_held_back_alert_fires_without_the_clause_where_the_vendor_alert_fires(
         if alertname == VENDOR_ALERT and expected
     }
     assert any(f"{group}:{name}" in failures_without_hold_back for group in vendor_groups)
+
+
+# Groups whose sites are all localhost:10115 (the agent model): prefixed so in their names.
+SHARED_INSTANCE = "Shared instance: "
+# Groups where one site stops reporting during a vendor outage: named so at their end.
+KEEPS_VERDICT = " neither resolves a vendor outage nor turns it into local alerts"
+
+
+def _groups_named(prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    groups = [(file, group) for file, group in _test_groups() if group["name"].startswith(prefix)]
+    assert groups, f"no promtool group named {prefix!r}..."
+    return groups
+
+
+def _without_vantage_in_joins(rule: dict[str, Any]) -> None:
+    """Joins as the issue found them: on (job, instance, ...) without vantage."""
+    for key in ("expr", *(f"annotations.{name}" for name in rule.get("annotations", {}))):
+        section, _, name = key.partition(".")
+        holder = rule[section] if name else rule
+        field = name or section
+        holder[field] = re.sub(
+            r"\bon \(job, instance, vantage,", "on (job, instance,", holder[field]
+        )
+
+
+def _promtool_on_groups(
+    rewrite: Callable[[dict[str, Any]], None], groups: list[dict[str, Any]], workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """promtool on ``groups`` alone, against the rules rewritten by ``rewrite``."""
+    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            rewrite(rule)
+    rules = workdir / RULES.name
+    rules.write_text(yaml.safe_dump(document), encoding="utf-8")
+    test = {"rule_files": [str(rules)], "evaluation_interval": "15s", "tests": groups}
+    path = workdir / "groups.test.yml"
+    path.write_text(yaml.safe_dump(test), encoding="utf-8")
+    return promtool("test", "rules", str(path))
+
+
+def test_shared_instance_groups_fail_when_joins_ignore_vantage(
+    has_promtool: None, tmp_path: Path
+) -> None:
+    """Behind agents every site is localhost:10115: the groups can tell a vantage-less join."""
+    document = RULES.read_text(encoding="utf-8")
+    assert "on (job, instance, vantage," in document
+    for file, group in _groups_named(SHARED_INSTANCE):
+        result = _promtool_on_groups(_without_vantage_in_joins, [group], tmp_path)
+        assert result.returncode != 0, f"{file}:{group['name']} passes with vantage-less joins"
+
+
+def _without_last_known(rule: dict[str, Any]) -> None:
+    """Fleet rules that count only live series: a silent vantage point drops out at once."""
+    rule["expr"] = re.sub(r"vantage:(egress_\w+_state):last_known", r"\1", rule["expr"])
+    rule["expr"] = rule["expr"].replace("avg5m_last_known", "avg5m")
+
+
+def test_silent_site_groups_fail_without_the_last_known_results(
+    has_promtool: None, tmp_path: Path
+) -> None:
+    """Counting live series only, the vendor alert resolves and the per-vantage one fires."""
+    groups = [group for _, group in _test_groups() if group["name"].endswith(KEEPS_VERDICT)]
+    assert len(groups) >= 3, "silent behind an agent, stopped cleanly, down when scraped"
+    for group in groups:
+        result = _promtool_on_groups(_without_last_known, [group], tmp_path)
+        output = result.stdout + result.stderr
+        failed = {alertname for _, alertname in FAILED_EVALUATION.findall(output)}
+        assert {VENDOR_ALERT, "EgressDnsProtectionLost"} <= failed, f"{group['name']}: {output}"
 
 
 def test_every_tested_alert_exists() -> None:

@@ -18,75 +18,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from conftest import UMBRELLA_RESOLVERS
 
 from lab import LAB_DIR, Lab
-from lab.stack import start_alertmanager, start_exporter, start_prometheus
+from lab.stack import shortened_rules, start_alertmanager, start_exporter, start_prometheus
 
 RULES = Path(__file__).parent.parent / "alerts" / "egress.rules.yml"
-RESOLVERS = ("208.67.222.222", "208.67.220.220")
-TEST_SEED = bytes(range(100, 132))  # the responder's provider key, trusted through config
 FOR = "2s"
 EXPORTER_PORT, PROMETHEUS_PORT, ALERTMANAGER_PORT, WEBHOOK_PORT = 10196, 9196, 9197, 9198
 VANTAGE = "branch-1"
 ALERT = "EgressDnsProtectionLost"
-
-
-def _provider_key() -> str:
-    public = Ed25519PrivateKey.from_private_bytes(TEST_SEED).public_key()
-    return public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex(":")
-
-
-EXPORTER_CONFIG = {
-    "defaults": {"interval": "1s", "timeout": "500ms"},
-    "states": {"consecutive": 1},
-    "presets": [
-        {
-            "name": "umbrella",
-            "settings": {
-                "dns_provider_key": _provider_key(),
-                "dns_ipv6": False,
-                "swg_secure_access": False,
-            },
-        }
-    ],
-}
-
-
-def shortened_rules(directory: Path) -> Path:
-    """A copy of the shipped rules with every `for:` set to FOR."""
-    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    for group in document["groups"]:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = FOR
-    path = directory / "egress.rules.yml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def umbrella(lab: Lab) -> Iterator[None]:
-    """The Umbrella look-alike on the IPv4 resolver addresses, stopped afterwards."""
-    listen = [f"{address}:{port}" for address in RESOLVERS for port in (53, 443)]
-    with lab.scope():
-        lab.start(
-            lab.cloud,
-            sys.executable,
-            str(LAB_DIR / "umbrella_responder.py"),
-            *listen,
-            "--provider-seed",
-            TEST_SEED.hex(),
-            ready_port=(RESOLVERS[-1], 443),
-        )
-        yield
 
 
 def _notifications(log: Path) -> list[dict[str, Any]]:
@@ -112,7 +56,7 @@ def _is_one(result: list[dict[str, Any]]) -> bool:
 
 
 def test_blocked_resolvers_page_and_resolve_through_alertmanager(
-    lab: Lab, stack_tools: None, umbrella: None
+    lab: Lab, stack_tools: None, umbrella: None, umbrella_dns_config: dict[str, Any]
 ) -> None:
     with lab.scope():
         log = lab.workdir / "webhook.jsonl"
@@ -145,13 +89,11 @@ def test_blocked_resolvers_page_and_resolve_through_alertmanager(
             },
             port=ALERTMANAGER_PORT,
         )
-        rules_dir = lab.workdir / "e2e-rules"
-        rules_dir.mkdir()
-        start_exporter(lab, EXPORTER_CONFIG, port=EXPORTER_PORT)
+        start_exporter(lab, umbrella_dns_config, port=EXPORTER_PORT)
         prometheus = start_prometheus(
             lab,
             [(f"127.0.0.1:{EXPORTER_PORT}", {"vantage": VANTAGE})],
-            rule_files=[shortened_rules(rules_dir)],
+            rule_files=[shortened_rules(RULES, lab.workdir / "e2e-rules", FOR)],
             alertmanager=alertmanager,
             port=PROMETHEUS_PORT,
         )
@@ -159,7 +101,7 @@ def test_blocked_resolvers_page_and_resolve_through_alertmanager(
         prometheus.wait_for(protected, _is_one)
         assert not any(a["labels"]["alertname"] == ALERT for a in prometheus.alerts())
 
-        blocked = f"ip daddr {{ {', '.join(RESOLVERS)} }} udp dport {{ 53, 443 }} drop"
+        blocked = f"ip daddr {{ {', '.join(UMBRELLA_RESOLVERS)} }} udp dport {{ 53, 443 }} drop"
         with lab.firewall(blocked):
             firing = _wait_for_alert(lab, log, "firing")
         assert firing["labels"] == {

@@ -293,6 +293,47 @@ def test_failure_panels_count_a_reasons_first_failure(tmp_path: Path, stack_tool
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_overview_keeps_sites_apart_when_they_share_an_instance(
+    tmp_path: Path, stack_tools: None
+) -> None:
+    """Behind agents both sites are localhost:10115: branch-1 fails, branch-2 failed long ago.
+
+    "Failing probes now" lists branch-1's failure alone, with the probe's target and group, and
+    the spread counts one failing site of two.
+    """
+    values = dict.fromkeys(DOMAIN_VARIABLES, ".+") | {"group": ".*"}
+    [failing] = [q.expr for q in ALL_QUERIES if q.panel == "Failing probes now"]
+    spread = [q.expr for q in ALL_QUERIES if q.panel == "Vantage points failing each probe"]
+    one, two = (
+        f'job="egress",instance="localhost:10115",vantage="{v}",probe="swg"'
+        for v in (
+            "branch-1",
+            "branch-2",
+        )
+    )
+    info = 'target="swg.example:443",group="umbrella-swg"'
+    last_failure = "egress_probe_last_failure_timestamp_seconds"
+    series = [
+        {"series": f"egress_probe_info{{{one},{info}}}", "values": "1x10"},
+        {"series": f"egress_probe_info{{{two},{info}}}", "values": "1x10"},
+        {"series": f"egress_probe_success{{{one}}}", "values": "0x10"},
+        {"series": f"egress_probe_success{{{two}}}", "values": "1x10"},
+        {"series": f'{last_failure}{{{one},reason="timeout"}}', "values": "100x10"},
+        {"series": f'{last_failure}{{{two},reason="connection_refused"}}', "values": "7x10"},
+    ]
+    row = {"labels": f'{{{one},reason="timeout",{info}}}', "value": 100000}
+    cases = [{"expr": substitute(failing, values), "eval_time": "1m", "exp_samples": [row]}]
+    for expr, value in zip(spread, (1, 2, 0.5), strict=True):
+        sample = {"labels": '{group="umbrella-swg",probe="swg"}', "value": value}
+        cases.append(
+            {"expr": substitute(expr, values), "eval_time": "1m", "exp_samples": [sample]}
+        )
+    result = _promql_test(
+        tmp_path, [{"interval": "15s", "input_series": series, "promql_expr_test": cases}]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_overview_links_to_the_detail_and_to_the_runbooks() -> None:
     overview = load("egress-overview.json")
     detail_uid = load("egress-probe-detail.json")["uid"]

@@ -76,7 +76,7 @@ class Stack:
         """A range query over everything scraped so far, as a time series panel runs it."""
         params = {"query": expr, "start": self.started, "end": time.time(), "step": "1"}
         status, body = self.prometheus.lab.http(
-            self.prometheus.lab.client,
+            self.prometheus.ns,
             f"{self.prometheus.url}/api/v1/query_range?{urllib.parse.urlencode(params)}",
         )
         answer = json.loads(body)
@@ -89,7 +89,7 @@ class Stack:
         """What Grafana's ``label_values(expr, label)`` lists."""
         params = {"match[]": expr, "start": self.started, "end": time.time()}
         _, body = self.prometheus.lab.http(
-            self.prometheus.lab.client,
+            self.prometheus.ns,
             f"{self.prometheus.url}/api/v1/series?{urllib.parse.urlencode(params)}",
         )
         answer = json.loads(body)

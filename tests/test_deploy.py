@@ -1,8 +1,14 @@
-"""deploy/ without Docker or Kubernetes: every file parses, every mount exists, configs check."""
+"""deploy/ without Docker or Kubernetes: every file parses, every mount exists, configs check.
+
+The agent configs run for real in tests/test_fleet_e2e_lab.py; here promtool checks them, and the
+Alloy config is held to the same settings as the Prometheus agent's.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import load
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+OPERATOR = KUBERNETES / "operator"
+AGENT = DEPLOY / "agent"
+RULES = ROOT / "alerts" / "egress.rules.yml"
 
 
 def _yaml(path: Path) -> Any:
@@ -184,12 +195,8 @@ def test_alertmanager_config_passes_amtool(stack_tools: None) -> None:
 
 
 def _exporter_configs() -> list[tuple[str, str]]:
-    configs = [
-        (p.name, p.read_text(encoding="utf-8")) for p in (DEPLOY / "exporter").glob("*.yml")
-    ]
-    configmap = _yaml(KUBERNETES / "configmap.yaml")
-    configs.append(("configmap", configmap["data"]["config.yml"]))
-    return configs
+    paths = [*(DEPLOY / "exporter").glob("*.yml"), KUBERNETES / "config.yml"]
+    return [(p.name, p.read_text(encoding="utf-8")) for p in paths]
 
 
 @pytest.mark.parametrize(("name", "text"), _exporter_configs(), ids=lambda v: v[:20])
@@ -200,18 +207,23 @@ def test_exporter_configs_pass_config_check(name: str, text: str, tmp_path: Path
     assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
 
 
-def _manifests() -> dict[str, dict[str, Any]]:
-    kustomization = _yaml(KUBERNETES / "kustomization.yaml")
+def _manifests(directory: Path = KUBERNETES) -> dict[str, dict[str, Any]]:
+    """Every resource a kustomization lists, by kind, following bases (``..``)."""
+    kustomization = _yaml(directory / "kustomization.yaml")
     manifests = {}
     for resource in kustomization["resources"]:
-        for document in yaml.safe_load_all((KUBERNETES / resource).read_text(encoding="utf-8")):
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            manifests |= _manifests(path)
+            continue
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             manifests[document["kind"]] = document
     return manifests
 
 
 def test_kubernetes_manifests_one_exporter_per_vantage_point() -> None:
     manifests = _manifests()
-    assert {"Namespace", "ConfigMap", "DaemonSet", "Service"} <= set(manifests)
+    assert {"Namespace", "DaemonSet", "Service"} <= set(manifests)
     daemonset = manifests["DaemonSet"]
     pod = daemonset["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -224,7 +236,8 @@ def test_kubernetes_manifests_one_exporter_per_vantage_point() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     [volume] = pod["spec"]["volumes"]
-    assert volume["configMap"]["name"] == manifests["ConfigMap"]["metadata"]["name"]
+    [generator] = _yaml(KUBERNETES / "kustomization.yaml")["configMapGenerator"]
+    assert volume["configMap"]["name"] == generator["name"]
     [mount] = container["volumeMounts"]
     assert mount["name"] == volume["name"]
     assert f"--config.file={mount['mountPath']}/config.yml" in container["args"]
@@ -239,3 +252,163 @@ def test_kubernetes_pod_is_non_root_with_a_read_only_root_filesystem() -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_kubernetes_config_change_rolls_the_pods() -> None:
+    """The ConfigMap is generated with a content hash in its name, which the pod template uses.
+
+    kustomize rewrites the DaemonSet's reference to the hashed name, so a new config is a new
+    pod template: the DaemonSet rolls its pods (the exporter reads its config at start).
+    """
+    kustomization = _yaml(KUBERNETES / "kustomization.yaml")
+    [generator] = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config.yml"]
+    assert (KUBERNETES / "config.yml").is_file()
+    assert not generator.get("options", {}).get("disableNameSuffixHash", False)
+    assert not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
+    assert "ConfigMap" not in _manifests(), "a static ConfigMap would not roll the pods"
+
+
+def test_kubernetes_image_is_named_by_the_kustomization() -> None:
+    """No public image exists: the kustomization names the user's build of the Dockerfile."""
+    [container] = _manifests()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    [image] = _yaml(KUBERNETES / "kustomization.yaml")["images"]
+    assert image["name"] == container["image"]
+    assert image["newName"].endswith("/egress-exporter")
+    assert image["newTag"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"docker build -t {image['newName']}:{image['newTag']} ." in readme
+    assert f"docker push {image['newName']}:{image['newTag']}" in readme
+
+
+def test_podmonitor_scrapes_the_daemonset_pods_with_the_node_as_vantage() -> None:
+    manifests = _manifests(OPERATOR)
+    assert {"DaemonSet", "PodMonitor", "PrometheusRule"} <= set(manifests)
+    pod = manifests["DaemonSet"]["spec"]["template"]
+    monitor = manifests["PodMonitor"]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = monitor["podMetricsEndpoints"]
+    [container] = pod["spec"]["containers"]
+    assert endpoint["port"] in {port["name"] for port in container["ports"]}
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+        "targetLabel": "vantage",
+    } in endpoint["relabelings"]
+    # The operator's job, "<namespace>/<name>", must match the rules' job selector.
+    namespace = _yaml(OPERATOR / "kustomization.yaml")["namespace"]
+    job = f"{namespace}/{manifests['PodMonitor']['metadata']['name']}"
+    assert re.fullmatch(".*egress.*", job)
+
+
+def _prometheus_rule_generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "egress_prometheusrule", OPERATOR / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prometheusrule_is_generated_from_the_rules_file() -> None:
+    committed = (OPERATOR / "prometheusrule.yaml").read_text(encoding="utf-8")
+    assert committed == _prometheus_rule_generator().render(), (
+        "prometheusrule.yaml is stale: run `python deploy/kubernetes/operator/generate.py`"
+    )
+    assert _yaml(OPERATOR / "prometheusrule.yaml")["spec"]["groups"] == _yaml(RULES)["groups"]
+
+
+def test_prometheusrule_groups_pass_promtool(tmp_path: Path, stack_tools: None) -> None:
+    groups = _yaml(OPERATOR / "prometheusrule.yaml")["spec"]
+    path = tmp_path / "groups.yml"
+    path.write_text(yaml.safe_dump(groups), encoding="utf-8")
+    checked = _run("promtool", "check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (
+        f"SUCCESS: {sum(len(g['rules']) for g in groups['groups'])} rules found" in checked.stdout
+    )
+
+
+def test_agent_config_passes_promtool_in_agent_mode(stack_tools: None) -> None:
+    checked = _run("promtool", "check", "config", "--agent", str(AGENT / "prometheus-agent.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = _yaml(AGENT / "prometheus-agent.yml")
+    assert config["global"]["external_labels"]["vantage"]
+    [job] = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["localhost:10115"]}]
+    [remote] = config["remote_write"]
+    assert remote["url"].endswith("/api/v1/write")
+
+
+def test_central_config_passes_promtool_with_the_alert_rules(
+    tmp_path: Path, stack_tools: None
+) -> None:
+    """The receiver runs the shipped rules and accepts samples as late as the agents keep them."""
+    config = _yaml(AGENT / "central.yml")
+    assert [Path(path).name for path in config["rule_files"]] == [RULES.name]
+    config["rule_files"] = [str(RULES)]
+    local = tmp_path / "central.yml"
+    local.write_text(yaml.safe_dump(config), encoding="utf-8")
+    checked = _run("promtool", "check", "config", str(local))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    window = config["storage"]["tsdb"]["out_of_order_time_window"]
+    retention = "--storage.agent.retention.max-time="
+    agent = (AGENT / "prometheus-agent.yml").read_text(encoding="utf-8")
+    assert f"{retention}{window}" in agent
+    assert f'max_keepalive_time = "{window}"' in (AGENT / "config.alloy").read_text()
+
+
+# `name = value` inside Alloy blocks, with the block path: {"prometheus.scrape.egress.job_name":
+# '"egress"', ...}; enough of Alloy's syntax for the file this repository ships (one setting or
+# block per line, comments on their own lines).
+_ALLOY_BLOCK = re.compile(r'^\s*([\w.]+)(?:\s+"([\w-]+)")?\s*\{\s*$')
+_ALLOY_SETTING = re.compile(r"^\s*(\w+)\s*=\s*(.+?)\s*$")
+
+
+def _alloy_settings(text: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    path: list[str] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("//"):  # comments on their own lines ("//" is in URLs)
+            continue
+        if block := _ALLOY_BLOCK.match(line):
+            path.append(".".join(filter(None, block.groups())))
+        elif line.strip() == "}":
+            path.pop()
+        elif setting := _ALLOY_SETTING.match(line):
+            settings[".".join([*path, setting.group(1)])] = setting.group(2)
+    assert not path, "unbalanced braces"
+    return settings
+
+
+def test_alloy_config_ships_like_the_prometheus_agent() -> None:
+    """The same job, target, interval, vantage label, receiver, retries and WAL age."""
+    alloy = _alloy_settings((AGENT / "config.alloy").read_text(encoding="utf-8"))
+    agent = _yaml(AGENT / "prometheus-agent.yml")
+    [job] = agent["scrape_configs"]
+    [remote] = agent["remote_write"]
+    [target] = job["static_configs"][0]["targets"]
+    scrape, write = "prometheus.scrape.egress", "prometheus.remote_write.central"
+    assert alloy[f"{scrape}.targets"] == f'[{{"__address__" = "{target}"}}]'
+    assert alloy[f"{scrape}.job_name"] == f'"{job["job_name"]}"'
+    assert alloy[f"{scrape}.scrape_interval"] == f'"{agent["global"]["scrape_interval"]}"'
+    assert alloy[f"{scrape}.forward_to"] == f"[{write}.receiver]"
+    vantage = agent["global"]["external_labels"]["vantage"]
+    assert alloy[f"{write}.external_labels"] == f'{{"vantage" = "{vantage}"}}'
+    assert alloy[f"{write}.endpoint.url"] == f'"{remote["url"]}"'
+    assert (
+        alloy[f"{write}.endpoint.basic_auth.username"] == f'"{remote["basic_auth"]["username"]}"'
+    )
+    for name, value in remote["queue_config"].items():
+        expected = str(value).lower() if isinstance(value, bool) else f'"{value}"'
+        assert alloy[f"{write}.endpoint.queue_config.{name}"] == expected, name
+
+
+def test_compose_demo_runs_only_the_vendor_presets() -> None:
+    """The demo must not page out of the box: no probe of the site's own (a corporate proxy
+    that does not resolve on the demo host fails at both sites: a critical vendor alert).
+    """
+    presets_only = load(None).probes
+    for path in (DEPLOY / "exporter").glob("*.yml"):
+        assert load(str(path)).probes == presets_only, path.name

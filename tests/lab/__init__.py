@@ -3,6 +3,8 @@
     client (probes run here)  --veth--  firewall (nftables, routes)  --veth--  cloud
     192.0.2.2 / 2001:db8:1::2           192.0.2.1 | 198.51.100.1               198.51.100.2
                                         2001:db8:1::1 | 2001:db8:2::1          2001:db8:2::2
+    more clients (other sites) --veth-- 100.64.<n>.1 / 2001:db8:1:<n>::1
+    100.64.<n>.2 / 2001:db8:1:<n>::2
 
 The cloud namespace owns the vendors' real public addresses on its loopback interface (this
 kernel has no ``dummy`` link type), so the presets run unchanged and no packet leaves the
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +95,20 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
 }
 
 
+# Namespaces of a lab: eg<c|f|s><pid> for client, firewall and cloud, egc<pid>x<n> for more
+# clients. A killed run's are found by the pid.
+LAB_NAMESPACE = re.compile(r"eg[cfs](\d+)(?:x\d+)?")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A client namespace where probes run, and its addresses (for firewall rules by source)."""
+
+    ns: str
+    v4: str
+    v6: str
+
+
 class LabUnavailableError(Exception):
     """The machine cannot run the lab (not root, or a tool is missing)."""
 
@@ -133,22 +152,14 @@ class Lab:
         self.cloud = f"egs{tag}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"egress-lab-{tag}-"))
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._sites: list[Site] = []
+        self._site_numbers = itertools.count(1)
 
     # -- building -----------------------------------------------------------------------------
     def build(self) -> None:
         """Create namespaces, links, addresses, routes and the lab resolver."""
         for ns in (self.client, self.fw, self.cloud):
-            sh("ip", "netns", "add", ns)
-            # No duplicate address detection: a tentative link-local address cannot send
-            # neighbour solicitations, which would make the first IPv6 packets vanish.
-            self.ns(
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.accept_dad=0",
-                "net.ipv6.conf.default.accept_dad=0",
-            )
-            self.ns(ns, "ip", "link", "set", "lo", "up")
+            self._namespace(ns)
         self._link(self.client, f"ec{self.tag}", self.fw, f"ef{self.tag}")
         self._link(self.fw, f"eg{self.tag}", self.cloud, f"eh{self.tag}")
         self._address(self.client, f"ec{self.tag}", f"{CLIENT_V4}/24", f"{CLIENT_V6}/64")
@@ -162,13 +173,61 @@ class Lab:
         self.route_default(self.cloud, FW_CLOUD_V4, FW_CLOUD_V6)
         for address in CLOUD_ADDRESSES:
             self.add_cloud_address(address)
-        netns_etc = Path("/etc/netns") / self.client
+        self._system_resolver(self.client)
+        self.start_resolver()
+
+    def _namespace(self, ns: str) -> None:
+        sh("ip", "netns", "add", ns)
+        # No duplicate address detection: a tentative link-local address cannot send
+        # neighbour solicitations, which would make the first IPv6 packets vanish.
+        self.ns(
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        )
+        self.ns(ns, "ip", "link", "set", "lo", "up")
+
+    @staticmethod
+    def _system_resolver(ns: str) -> None:
+        """Make the lab resolver the system resolver of a client namespace."""
+        netns_etc = Path("/etc/netns") / ns
         netns_etc.mkdir(parents=True, exist_ok=True)
         (netns_etc / "resolv.conf").write_text(
             f"nameserver {RESOLVER_V4}\noptions timeout:1 attempts:1\n", encoding="utf-8"
         )
         (netns_etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n", encoding="utf-8")
-        self.start_resolver()
+
+    @contextlib.contextmanager
+    def another_site(self) -> Iterator[Site]:
+        """One more client namespace, routed through the firewall like the first; removed after.
+
+        Another vantage point: its own addresses (``100.64.<n>.2``, ``2001:db8:1:<n>::2``), the
+        lab resolver as its system resolver. Stop what runs in it before the block ends (enter
+        :meth:`scope` inside this block).
+        """
+        number = next(self._site_numbers)
+        site = Site(f"{self.client}x{number}", f"100.64.{number}.2", f"2001:db8:1:{number}::2")
+        self._sites.append(site)
+        try:
+            self._namespace(site.ns)
+            client_if, fw_if = f"ec{self.tag}x{number}", f"ef{self.tag}x{number}"
+            self._link(site.ns, client_if, self.fw, fw_if)
+            self._address(site.ns, client_if, f"{site.v4}/24", f"{site.v6}/64")
+            gateway_v4, gateway_v6 = f"100.64.{number}.1", f"2001:db8:1:{number}::1"
+            self._address(self.fw, fw_if, f"{gateway_v4}/24", f"{gateway_v6}/64")
+            self.route_default(site.ns, gateway_v4, gateway_v6)
+            self._system_resolver(site.ns)
+            yield site
+        finally:
+            self._remove_site(site)
+
+    def _remove_site(self, site: Site) -> None:
+        sh("ip", "netns", "delete", site.ns, check=False)  # its veth pair goes with it
+        shutil.rmtree(Path("/etc/netns") / site.ns, ignore_errors=True)
+        if site in self._sites:
+            self._sites.remove(site)
 
     def _link(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
         sh(
@@ -402,6 +461,8 @@ class Lab:
         """Kill every process, delete every namespace and file; safe to call twice."""
         for proc in list(self._processes):
             self.stop(proc)
+        for site in list(self._sites):
+            self._remove_site(site)
         for ns in (self.client, self.fw, self.cloud):
             sh("ip", "netns", "delete", ns, check=False)
         shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
@@ -450,8 +511,9 @@ def remove_stale_labs() -> None:
     listing = sh("ip", "netns", "list", check=False).stdout
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name[:3] in {"egc", "egf", "egs"} and name[3:].isdigit():
-            pid = int(name[3:])
+        match = LAB_NAMESPACE.fullmatch(name)
+        if match is not None:
+            pid = int(match.group(1))
             if not Path(f"/proc/{pid}").exists():
                 sh("ip", "netns", "delete", name, check=False)
                 shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)

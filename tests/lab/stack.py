@@ -1,14 +1,16 @@
-"""A monitoring stack in the lab's client namespace: the exporter, Prometheus, Alertmanager.
+"""A monitoring stack in the lab: the exporter, Prometheus (server or agent), Alertmanager.
 
-The exporter probes from the client namespace (through the lab firewall, like a vantage point)
+The exporter probes from a client namespace (through the lab firewall, like a vantage point)
 and listens on 127.0.0.1 there; Prometheus and Alertmanager run beside it and are reached from
-the tests with :meth:`lab.Lab.http`, which joins the namespace.
+the tests with :meth:`lab.Lab.http`, which joins the namespace. For a fleet, a Prometheus agent
+beside each site's exporter ships to a central Prometheus in the cloud namespace.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -39,15 +41,16 @@ def missing_stack_tools() -> str | None:
 
 @dataclass
 class Prometheus:
-    """A running Prometheus in the lab's client namespace."""
+    """A running Prometheus (or Prometheus agent) in a lab namespace."""
 
     lab: Lab
     url: str
+    ns: str
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Run an instant query; raise on a PromQL error; return the result vector."""
         status, body = self.lab.http(
-            self.lab.client, f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            self.ns, f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
         )
         answer = json.loads(body)
         if status != 200 or answer.get("status") != "success":
@@ -73,16 +76,18 @@ class Prometheus:
 
     def alerts(self) -> list[dict[str, Any]]:
         """The alerts Prometheus currently has (pending or firing)."""
-        _, body = self.lab.http(self.lab.client, f"{self.url}/api/v1/alerts")
+        _, body = self.lab.http(self.ns, f"{self.url}/api/v1/alerts")
         alerts: list[dict[str, Any]] = json.loads(body)["data"]["alerts"]
         return alerts
 
 
-def start_exporter(lab: Lab, config: Mapping[str, Any] | str, port: int = EXPORTER_PORT) -> str:
-    """Run the exporter in the client namespace; return its base URL once it is ready."""
+def start_exporter(
+    lab: Lab, config: Mapping[str, Any] | str, port: int = EXPORTER_PORT, ns: str | None = None
+) -> str:
+    """Run the exporter in ``ns`` (the client); return its base URL once it is ready."""
     path = lab.write_config(config)
     lab.start(
-        lab.client,
+        ns or lab.client,
         sys.executable,
         "-m",
         "exporter",
@@ -103,8 +108,6 @@ def start_prometheus(
     port: int = PROMETHEUS_PORT,
 ) -> Prometheus:
     """Run Prometheus scraping ``targets`` (host:port, target labels) every ``interval``."""
-    directory = lab.workdir / f"prometheus-{port}"
-    directory.mkdir()
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],
@@ -119,27 +122,85 @@ def start_prometheus(
     }
     if alertmanager is not None:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return _run_prometheus(lab, lab.client, config, ("127.0.0.1", port))
+
+
+def shortened_rules(rules: Path, directory: Path, hold: str) -> Path:
+    """A copy of ``rules`` in ``directory`` with every `for:` set to ``hold``; nothing else."""
+    document = yaml.safe_load(rules.read_text(encoding="utf-8"))
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = hold
+    directory.mkdir(exist_ok=True)
+    path = directory / rules.name
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def start_central_prometheus(
+    lab: Lab, config: Mapping[str, Any], address: str, port: int
+) -> Prometheus:
+    """Run a Prometheus with ``config`` in the cloud namespace, receiving remote_write.
+
+    Every sample arrives from the sites' agents (``--web.enable-remote-write-receiver``) on
+    ``address``:``port``, an address of the cloud namespace the sites reach.
+    """
+    return _run_prometheus(
+        lab, lab.cloud, config, (address, port), "--web.enable-remote-write-receiver"
+    )
+
+
+def start_prometheus_agent(
+    lab: Lab, ns: str, config: Mapping[str, Any], port: int
+) -> subprocess.Popen[bytes]:
+    """Run a Prometheus agent with ``config`` in ``ns``, as beside a site's exporter."""
+    directory = lab.workdir / f"agent-{ns}"
+    directory.mkdir()
     config_path = directory / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
+    proc = lab.start(
+        ns,
+        "prometheus",
+        "--enable-feature=agent",
+        f"--config.file={config_path}",
+        f"--storage.agent.path={directory / 'wal'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        ready_port=("127.0.0.1", port),
+    )
+    wait_ready(lab, f"http://127.0.0.1:{port}", ns)
+    return proc
+
+
+def _run_prometheus(
+    lab: Lab, ns: str, config: Mapping[str, Any], listen: tuple[str, int], *flags: str
+) -> Prometheus:
+    """Run a Prometheus server with ``config`` in ``ns``; return it once it is ready."""
+    address, port = listen
+    directory = lab.workdir / f"prometheus-{port}"
+    directory.mkdir()
+    config_path = directory / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
     lab.start(
-        lab.client,
+        ns,
         "prometheus",
         f"--config.file={config_path}",
         f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={address}:{port}",
         "--web.enable-lifecycle",
-        ready_port=("127.0.0.1", port),
+        *flags,
+        ready_port=listen,
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(lab, url)
-    return Prometheus(lab, url)
+    url = f"http://{address}:{port}"
+    wait_ready(lab, url, ns)
+    return Prometheus(lab, url, ns)
 
 
-def wait_ready(lab: Lab, url: str, timeout: float = 30) -> None:
+def wait_ready(lab: Lab, url: str, ns: str, timeout: float = 30) -> None:
     """Wait for ``url``/-/ready: Prometheus listens before its storage is open (503 until then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if lab.http(lab.client, f"{url}/-/ready")[0] == 200:
+        if lab.http(ns, f"{url}/-/ready")[0] == 200:
             return
         time.sleep(0.1)
     raise AssertionError(f"{url} not ready after {timeout} s: {lab.logs()}")
