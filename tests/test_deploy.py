@@ -210,7 +210,7 @@ def test_exporter_configs_pass_config_check(name: str, text: str, tmp_path: Path
 def _manifests(directory: Path = KUBERNETES) -> dict[str, dict[str, Any]]:
     """Every resource a kustomization lists, by kind, following bases (``..``)."""
     kustomization = _yaml(directory / "kustomization.yaml")
-    manifests = {}
+    manifests: dict[str, dict[str, Any]] = {}
     for resource in kustomization["resources"]:
         path = (directory / resource).resolve()
         if path.is_dir():
