@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,13 @@ def require(reason: str | None) -> None:
     if os.environ.get("EGRESS_REQUIRE_LAB") == "1":
         pytest.fail(f"EGRESS_REQUIRE_LAB=1 but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """The port of a TCP listener on 127.0.0.1 for probes to reach (connections stay queued)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as sock:
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

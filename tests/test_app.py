@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from exporter.app import CONTENT_TYPE, Runtime, make_app
 from exporter.collector import Exposition
 from exporter.config import load_config
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield int(sock.getsockname()[1])
 
 
 def _write(path: Path, *probes: tuple[str, int]) -> str:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from exporter.cli import main
-
-
-@pytest.fixture
-def open_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -37,15 +28,15 @@ def _config(tmp_path: Path, *ports: int) -> str:
     return str(path)
 
 
-def test_check_exits_0_when_every_probe_succeeds(tmp_path, open_port, capsys) -> None:
-    assert main(["check", "--config.file", _config(tmp_path, open_port)]) == 0
+def test_check_exits_0_when_every_probe_succeeds(tmp_path, listener, capsys) -> None:
+    assert main(["check", "--config.file", _config(tmp_path, listener)]) == 0
     out = capsys.readouterr().out
-    assert f"p{open_port}" in out
+    assert f"p{listener}" in out
     assert " ok " in out
 
 
-def test_check_exits_1_and_explains_a_failure(tmp_path, open_port, closed_port, capsys) -> None:
-    assert main(["check", "--config.file", _config(tmp_path, open_port, closed_port)]) == 1
+def test_check_exits_1_and_explains_a_failure(tmp_path, listener, closed_port, capsys) -> None:
+    assert main(["check", "--config.file", _config(tmp_path, listener, closed_port)]) == 1
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith(f"p{closed_port}"))
     assert "FAIL" in line
@@ -53,12 +44,12 @@ def test_check_exits_1_and_explains_a_failure(tmp_path, open_port, closed_port, 
     assert "reject rule" in line  # the fix hint
 
 
-def test_check_json_shape(tmp_path, open_port, closed_port, capsys) -> None:
-    main(["check", "--config.file", _config(tmp_path, open_port, closed_port), "--output", "json"])
+def test_check_json_shape(tmp_path, listener, closed_port, capsys) -> None:
+    main(["check", "--config.file", _config(tmp_path, listener, closed_port), "--output", "json"])
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"probes", "states"}
     by_name = {p["name"]: p for p in report["probes"]}
-    good, bad = by_name[f"p{open_port}"], by_name[f"p{closed_port}"]
+    good, bad = by_name[f"p{listener}"], by_name[f"p{closed_port}"]
     for probe in (good, bad):
         assert {
             "name",
@@ -86,8 +77,8 @@ def test_bad_config_exits_2_naming_file_line_and_key(tmp_path, capsys) -> None:
     assert f"{path}:2: probes[0].port: must be between 1 and 65535" in err
 
 
-def test_config_check_validates_and_exits(tmp_path, open_port, capsys) -> None:
-    assert main(["--config.check", "--config.file", _config(tmp_path, open_port)]) == 0
+def test_config_check_validates_and_exits(tmp_path, listener, capsys) -> None:
+    assert main(["--config.check", "--config.file", _config(tmp_path, listener)]) == 0
     assert "valid, 1 probes" in capsys.readouterr().out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,15 +12,6 @@ import pytest
 from lab.exporter_process import Exporter, runs, write_config
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """A loopback TCP listener for the probes to reach."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,14 +111,6 @@ def test_a_source_address_that_cannot_reach_the_destination_is_refused(
         _tcp(source_address="192.0.2.2", **fields)
 
 
-@pytest.fixture
-def open_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield int(sock.getsockname()[1])
-
-
 def _source_config(tmp_path: Path, port: int, source: str) -> Path:
     path = tmp_path / "c.yml"
     path.write_text(
@@ -132,9 +122,9 @@ def _source_config(tmp_path: Path, port: int, source: str) -> Path:
 
 
 def test_a_source_address_not_on_this_host_warns_then_fails_with_its_reason(
-    tmp_path: Path, open_port: int, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, listener: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _source_config(tmp_path, open_port, NOT_HERE)
+    path = _source_config(tmp_path, listener, NOT_HERE)
     assert main(["--config.check", "--config.file", str(path)]) == 0
     out = capsys.readouterr().out
     warning = (
@@ -150,9 +140,9 @@ def test_a_source_address_not_on_this_host_warns_then_fails_with_its_reason(
 
 
 def test_a_source_address_on_this_host_is_used(
-    tmp_path: Path, open_port: int, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, listener: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _source_config(tmp_path, open_port, "127.0.0.1")
+    path = _source_config(tmp_path, listener, "127.0.0.1")
     assert load_config(path).warnings == ()
     assert main(["check", "--config.file", str(path)]) == 0
     assert " ok " in capsys.readouterr().out

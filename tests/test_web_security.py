@@ -75,13 +75,6 @@ def pki(tmp_path: Path, test_ca: trustme.CA, rogue_ca: trustme.CA) -> Pki:
 
 
 @pytest.fixture
-def listener() -> Iterator[int]:
-    """A loopback TCP listener: the probes' target, so they succeed."""
-    with socket.create_server(("127.0.0.1", 0), backlog=128) as sock:
-        yield int(sock.getsockname()[1])
-
-
-@pytest.fixture
 def start(tmp_path: Path, listener: int) -> Iterator[type[Exporter]]:
     started: list[Exporter] = []
 

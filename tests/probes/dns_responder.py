@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import dns.exception
 import dns.message
+import pytest
 
 Script = Callable[[dns.message.Message], Sequence[bytes]]
 Stream = Callable[[dns.message.Message], bytes | None]
@@ -146,9 +147,9 @@ class ScriptedResponder:
         self.tcp_sock.close()
 
 
-@contextlib.contextmanager
-def serving() -> Iterator[ScriptedResponder]:
-    """A running responder for the block (a test module's fixture)."""
+@pytest.fixture(scope="module")
+def running_responder() -> Iterator[ScriptedResponder]:
+    """A responder running for a whole test module (import this fixture to use it)."""
     responder = ScriptedResponder()
     try:
         yield responder
@@ -156,9 +157,10 @@ def serving() -> Iterator[ScriptedResponder]:
         responder.close()
 
 
-def scripted(responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
-    """The responder reset for one test; a script that raised fails the test afterwards."""
-    responder.reset()
-    yield responder
-    if responder.script_errors:
-        raise responder.script_errors[0]
+@pytest.fixture
+def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
+    """The module's responder reset for one test; a script that raised fails the test after."""
+    running_responder.reset()
+    yield running_responder
+    if running_responder.script_errors:
+        raise running_responder.script_errors[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dns.message
 import dns.rcode
@@ -18,7 +18,12 @@ import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from dns_responder import ScriptedResponder, framed, scripted, serving
+from dns_responder import (
+    ScriptedResponder,
+    framed,
+    responder,  # noqa: F401 - a fixture
+    running_responder,  # noqa: F401 - a fixture
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -135,17 +140,6 @@ def test_non_certificates_are_not_parsed(blob: bytes) -> None:
 
 
 # -- replies from a real loopback responder -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def running_responder() -> Iterator[ScriptedResponder]:
-    with serving() as running:
-        yield running
-
-
-@pytest.fixture
-def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
-    yield from scripted(running_responder)
 
 
 def _txt_response(query: dns.message.Message, *strings: str) -> dns.message.Message:

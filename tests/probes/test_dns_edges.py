@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,12 @@ import dns.rcode
 import dns.rrset
 import pytest
 import yaml
-from dns_responder import ScriptedResponder, framed, scripted, serving
+from dns_responder import (
+    ScriptedResponder,
+    framed,
+    responder,  # noqa: F401 - a fixture
+    running_responder,  # noqa: F401 - a fixture
+)
 from no_ipv6 import refuse_ipv6
 from scraping import scrape
 
@@ -37,17 +42,6 @@ from exporter.runner import execute
 
 DEBUG_IDENTITY = {"check": "answer_regex", "regex": r"^server r\d+\.([a-z0-9-]+)$"}
 HTTP_400 = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n"
-
-
-@pytest.fixture(scope="module")
-def running_responder() -> Iterator[ScriptedResponder]:
-    with serving() as running:
-        yield running
-
-
-@pytest.fixture
-def responder(running_responder: ScriptedResponder) -> Iterator[ScriptedResponder]:
-    yield from scripted(running_responder)
 
 
 def _probe(port: int, **fields: object) -> dns_kind.DnsProbe:
