@@ -12,8 +12,9 @@ happens, and every read is bounded: the response head by ``_proxy.MAX_HEAD_BYTES
 ``max_body_bytes`` and the whole run by the timeout, so an endless or dripping body is a
 labelled failure, never a memory problem or a hang.
 
-A run that succeeds, but only after the agent budget (1 s by default, from the agent's logs:
-"timed out after 1006 ms"), is ``slow``: the path works, yet the agent would give up.
+With an ``agent_budget`` (the WithSecure preset sets 1 s, from the agent's logs: "timed out
+after 1006 ms"), a run that succeeds only after it is ``slow``: the path works, yet the agent
+would give up. Without one (the default) only the timeout judges a run.
 """
 
 from __future__ import annotations
@@ -99,13 +100,13 @@ class HttpProbe(ProbeConfig):
     tls: TlsOptions = Field(default_factory=TlsOptions)
     follow_redirects: int = Field(default=0, ge=0, le=10)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1, le=16 * 1024 * 1024)
-    agent_budget: Duration = 1.0
+    agent_budget: Duration | None = None
 
     @field_validator("agent_budget")
     @classmethod
-    def _budget_within_timeout(cls, budget: float, info: ValidationInfo) -> float:
+    def _budget_within_timeout(cls, budget: float | None, info: ValidationInfo) -> float | None:
         timeout = info.data.get("timeout")
-        if timeout is not None and budget > timeout:
+        if budget is not None and timeout is not None and budget > timeout:
             raise ValueError(
                 f"agent_budget ({budget:g}s) must not exceed timeout ({timeout:g}s), the "
                 "diagnostic timeout"
@@ -156,24 +157,21 @@ class HttpProbe(ProbeConfig):
         """``text`` without credentials, the proxy's own included (a proxy may echo them)."""
         return self.proxy.redact(text) if self.proxy is not None else super().redact(text)
 
-    @property
-    def budget(self) -> float:
-        """The agent budget, never beyond the timeout (a default of 1 s with a shorter timeout)."""
-        return min(self.agent_budget, self.timeout)
-
 
 async def run(config: HttpProbe, recorder: RunRecorder) -> None:
     """Fetch the URL (following redirects only if configured) and check the answer."""
     clock = asyncio.get_running_loop().time
     started = clock()
-    recorder.fact("agent_budget_seconds", config.budget)
+    budget = config.agent_budget
+    if budget is not None:
+        recorder.fact("agent_budget_seconds", budget)
     await _Attempt(config, recorder).fetch()
     elapsed = clock() - started
-    if elapsed > config.budget:
+    if budget is not None and elapsed > budget:
         raise ProbeError(
             FailureReason.SLOW,
             f"answered as expected after {elapsed * 1000:.0f} ms, past the agent budget of "
-            f"{config.budget * 1000:.0f} ms (diagnostic timeout {config.timeout * 1000:.0f} ms): "
+            f"{budget * 1000:.0f} ms (diagnostic timeout {config.timeout * 1000:.0f} ms): "
             "the agent would give up",
         )
 
