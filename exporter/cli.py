@@ -8,7 +8,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -21,11 +20,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from exporter import __version__
+from exporter import __version__, logs
 from exporter.app import Runtime, make_app
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
-from exporter.redact import RedactingFilter
 from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.runner import run_all_once
 from exporter.status import Verdict, evaluate
@@ -43,42 +41,6 @@ from exporter.webtls import listener_tls
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2
 _SHUTDOWN_SECONDS = 1.0
-
-
-class _LogfmtFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        message = record.getMessage().replace('"', '\\"')
-        line = (
-            f"time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-            f'source={record.name} msg="{message}"'
-        )
-        if record.exc_info:
-            trace = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'")
-            line += f' err="{trace}"'
-        return line
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "source": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["err"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def _setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
 
 
 def _positive_int(text: str) -> int:
@@ -107,14 +69,14 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
         "--log.level",
         dest="log_level",
         default=log_level,
-        choices=("debug", "info", "warn", "error"),
+        choices=logs.LEVELS,
         help="Only log messages at or above this level.",
     )
     parser.add_argument(
         "--log.format",
         dest="log_format",
         default="logfmt",
-        choices=("logfmt", "json"),
+        choices=logs.FORMATS,
         help="Log line format.",
     )
     parser.add_argument(
@@ -199,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     is_check = bool(args_list) and args_list[0] == "check"
     args = (_check_parser() if is_check else _parser()).parse_args(args_list[is_check:])
-    _setup_logging(args.log_level, args.log_format)
+    logs.setup(args.log_level, args.log_format)
     try:
         config = load(args.config_file)
     except ConfigError as exc:
@@ -220,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
-    log.info("Starting egress-exporter version=%s", __version__)
-    log.info("Open files limit %d", raise_open_files_limit())
+    log.info("Starting egress-exporter", extra={"version": __version__})
+    log.info("Open files limit", extra={"limit": raise_open_files_limit()})
     asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
     runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
@@ -243,7 +205,8 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     tls = listener_tls(live) if live is not None else None
     for host, port in args.listen or [(None, 10115)]:
         await web.TCPSite(runner, host, port, ssl_context=tls).start()
-        log.info("Listening on address=%s:%d tls=%s", host or "", port, tls is not None)
+        address = f"[{host}]:{port}" if host and ":" in host else f"{host or ''}:{port}"
+        log.info("Listening", extra={"address": address, "tls": tls is not None})
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, runtime.reload)
