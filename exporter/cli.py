@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from aiohttp import web
 from prometheus_client import (
@@ -20,13 +22,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from exporter import __version__, logs
+from exporter import __version__, logs, report
 from exporter.app import Runtime, make_app
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
-from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.runner import run_all_once
-from exporter.status import Verdict, evaluate
+from exporter.status import evaluate
 from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
 from exporter.websecurity import (
     HANDLER_ARGS,
@@ -147,12 +148,25 @@ def _parser() -> argparse.ArgumentParser:
 def _check_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="egress-exporter check",
-        description="Run every configured probe once and report. Exit 0 when all succeed, 1 when "
-        "any fails, 2 on a config error.",
+        description="Run every configured probe once and report: the protection states first, "
+        "then the failing probes with reason and fix, then the ok ones. Colour on a terminal "
+        "(not with NO_COLOR set); lines fit its width. Exit 0 when every state is ok or not "
+        "applicable and every probe that counts succeeded, 1 otherwise, 2 on a config error.",
     )
     # The report is the output; log only what went wrong unless asked for more.
     _common_flags(parser, log_level="error")
-    parser.add_argument("--output", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="The report for people, or JSON for scripts.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Show every probe in full: detail, phases, facts, every address.",
+    )
     return parser
 
 
@@ -168,7 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
         return EXIT_CONFIG
     if is_check:
-        return asyncio.run(_check(config, args.output, args.max_concurrency, sys.stdout))
+        out = sys.stdout
+        style = report.Style(
+            width=shutil.get_terminal_size().columns,
+            colour=out.isatty() and "NO_COLOR" not in os.environ,  # no-color.org
+            verbose=args.verbose,
+        )
+        return asyncio.run(_check(config, args.output, args.max_concurrency, out, style))
     try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as exc:
@@ -218,103 +238,15 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     await runner.cleanup()
 
 
-async def _check(config: Config, output: str, max_concurrency: int, out: TextIO) -> int:
+async def _check(
+    config: Config, output: str, max_concurrency: int, out: TextIO, style: report.Style
+) -> int:
     results = await run_all_once(config.probes, max_concurrency)
     verdicts = evaluate(config.probes, {r.probe: r for r in results})
+    items = report.entries(config, results, verdicts)
     if output == "json":
-        json.dump(_check_json(config, results, verdicts), out, indent=2)
+        json.dump(report.as_json(items, verdicts), out, indent=2)
         out.write("\n")
     else:
-        out.write(_check_table(config, results, verdicts))
-    return EXIT_OK if all(r.success for r in results) else EXIT_DEGRADED
-
-
-def _check_json(
-    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
-) -> dict[str, Any]:
-    probes = []
-    for result in results:
-        probe = config.probe(result.probe)
-        probes.append(
-            {
-                "name": probe.name,
-                "kind": probe.kind,
-                "target": probe.target,
-                "group": probe.group,
-                "success": result.success,
-                "reason": None if result.reason is None else str(result.reason),
-                "curl_code": curl_code(result.reason),
-                "duration_seconds": round(result.duration_seconds, 6),
-                "phases": {k: round(v, 6) for k, v in result.phases.items()},
-                "facts": dict(result.facts),
-                "detail": result.detail,
-                "hint": fix_hint(result.reason),
-                "endpoints": [
-                    {
-                        "address": e.address,
-                        "success": e.success,
-                        "reason": None if e.reason is None else str(e.reason),
-                        "phases": {k: round(v, 6) for k, v in e.phases.items()},
-                        "detail": e.detail,
-                    }
-                    for e in result.endpoints
-                ],
-            }
-        )
-    states = [
-        {
-            "metric": f"egress_{v.metric}",
-            "labels": dict(v.labels),
-            "state": v.state,
-            "detail": v.detail,
-        }
-        for v in verdicts
-    ]
-    return {"probes": probes, "states": states}
-
-
-def _check_table(
-    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
-) -> str:
-    rows = [("PROBE", "TARGET", "VERDICT", "REASON", "LATENCY", "FIX")]
-    for result in results:
-        probe = config.probe(result.probe)
-        reason = "" if result.reason is None else str(result.reason)
-        curl = curl_code(result.reason)
-        if curl is not None:
-            reason += f" (curl {curl})"
-        rows.append(
-            (
-                probe.name,
-                probe.target,
-                "ok" if result.success else "FAIL",
-                reason,
-                f"{result.duration_seconds * 1000:.1f} ms",
-                fix_hint(result.reason) or "",
-            )
-        )
-        for endpoint in result.endpoints if len(result.endpoints) > 1 else ():
-            verdict = "ok" if endpoint.success else "FAIL"
-            why = "" if endpoint.reason is None else f"{endpoint.reason}: {endpoint.detail}"
-            rows.append((f"  {endpoint.address}", "", verdict, why, "", ""))
-    text = _columns(rows)
-    failed = [r for r in results if not r.success]
-    if failed:
-        text += "\nDetails:\n" + "".join(f"  {r.probe}: {r.detail}\n" for r in failed)
-    if verdicts:
-        state_rows = [("STATE", "LABELS", "VALUE", "WHY")]
-        state_rows += [
-            (f"egress_{v.metric}", ",".join(f"{k}={x}" for k, x in v.labels), v.state, v.detail)
-            for v in verdicts
-        ]
-        text += "\n" + _columns(state_rows)
-    return text
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines) + "\n"
+        out.write(report.render(config.source, items, verdicts, style))
+    return EXIT_OK if report.healthy(items, verdicts) else EXIT_DEGRADED

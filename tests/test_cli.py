@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,23 +41,31 @@ def _config(tmp_path: Path, *ports: int) -> str:
 def test_check_exits_0_when_every_probe_succeeds(tmp_path, open_port, capsys) -> None:
     assert main(["check", "--config.file", _config(tmp_path, open_port)]) == 0
     out = capsys.readouterr().out
-    assert f"p{open_port}" in out
-    assert " ok " in out
+    assert out.startswith("egress-exporter check: 1 probe, 1 ok, 0 failed\n")
+    ok = out.split("\nOK\n")[1].splitlines()
+    assert re.fullmatch(rf"  p{open_port}  \d+\.\d ms  127\.0\.0\.1:{open_port}", ok[0])
 
 
 def test_check_exits_1_and_explains_a_failure(tmp_path, open_port, closed_port, capsys) -> None:
     assert main(["check", "--config.file", _config(tmp_path, open_port, closed_port)]) == 1
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if x.startswith(f"p{closed_port}"))
-    assert "FAIL" in line
-    assert "connection_refused (curl 7)" in line
-    assert "reject rule" in line  # the fix hint
+    assert "2 probes, 1 ok, 1 failed" in out
+    block = out.split("\nFAILED\n")[1].split("\n\n")[0].splitlines()
+    # A tcp probe stands for an agent that is not libcurl-based: no curl code.
+    assert re.fullmatch(rf"  p{closed_port}  connection_refused  \d+\.\d ms", block[0])
+    assert block[1] == f"    target    127.0.0.1:{closed_port}"
+    assert block[2].startswith("    detail    1 of 1 addresses failed: ")
+    text = " ".join(line.strip() for line in block)
+    assert "127.0.0.1: connection_refused (Connection refused)" in text  # the errno's words
+    assert "    fix       Actively rejected" in "\n".join(block)  # the fix hint
+    assert f"p{open_port}" in out.split("\nOK\n")[1]
 
 
 def test_check_json_shape(tmp_path, open_port, closed_port, capsys) -> None:
     main(["check", "--config.file", _config(tmp_path, open_port, closed_port), "--output", "json"])
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"probes", "states"}
+    assert set(report) == {"healthy", "probes", "states"}
+    assert report["healthy"] is False
     by_name = {p["name"]: p for p in report["probes"]}
     good, bad = by_name[f"p{open_port}"], by_name[f"p{closed_port}"]
     for probe in (good, bad):
@@ -65,7 +74,9 @@ def test_check_json_shape(tmp_path, open_port, closed_port, capsys) -> None:
             "kind",
             "target",
             "success",
+            "counts",
             "reason",
+            "curl_code",
             "duration_seconds",
             "phases",
             "detail",
@@ -74,6 +85,7 @@ def test_check_json_shape(tmp_path, open_port, closed_port, capsys) -> None:
     assert good["reason"] is None
     assert set(good["phases"]) == {"resolve", "connect"}
     assert bad["reason"] == "connection_refused"
+    assert bad["curl_code"] is None  # not a libcurl agent's request
     assert bad["target"] == f"127.0.0.1:{closed_port}"
 
 

@@ -378,4 +378,5 @@ KIND = ProbeKind(
         "slow.",
         "tls_cert_not_after_timestamp_seconds": "Expiry of the origin's certificate.",
     },
+    curl_codes=True,
 )
