@@ -1,4 +1,9 @@
-"""Command line: the exporter (exporter-toolkit flag names) and the ``check`` subcommand."""
+"""Command line: the exporter (exporter-toolkit flag names) and the ``check`` subcommand.
+
+Exit codes (also in ``--help``): 0 ok; 1 ``check`` found a problem; 2 a bad command line,
+config or web config; 3 the exporter could not start (e.g. its address is in use). A fatal
+error is one log line in the chosen ``--log.format``, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from aiohttp import web
 from prometheus_client import (
@@ -23,7 +28,7 @@ from prometheus_client import (
 )
 
 from exporter import __version__, logs, report
-from exporter.app import Runtime, make_app
+from exporter.app import Runtime, make_app, telemetry_path_problem
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
 from exporter.runner import run_all_once
@@ -40,12 +45,51 @@ from exporter.websecurity import (
 from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
-EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG, EXIT_START = 0, 1, 2, 3
 _SHUTDOWN_SECONDS = 1.0
+EXIT_CODES = """exit status:
+  0  ok (check: every protection state ok or not applicable, every probe that counts ok)
+  1  check: a state is degraded or lost, or a probe that counts failed
+  2  bad command line, config or web config (the error names file, line and key)
+  3  the exporter could not start (e.g. its listen address is in use)"""
+
+
+class _StartError(Exception):
+    """The exporter cannot start; the message says why."""
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that shows every flag's default (a flag off by default shows none).
+
+    A text of several lines (the exit status table) is kept as written; prose is wrapped.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one log line (``--log.format``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Log the problem and exit; ``--help`` shows the usage."""
+        log.error("bad command line", extra={"err": f"{message} (see --help)"})
+        sys.exit(EXIT_CONFIG)
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -57,6 +101,13 @@ def _listen_address(text: str) -> tuple[str | None, int]:
     if not colon or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"'{text}' is not [HOST]:PORT, e.g. :10115")
     return host.strip("[]") or None, int(port)
+
+
+def _telemetry_path(text: str) -> str:
+    problem = telemetry_path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"'{text}' {problem}")
+    return text
 
 
 def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
@@ -83,6 +134,7 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
     parser.add_argument(
         "--probe.max-concurrency",
         dest="max_concurrency",
+        metavar="N",
         type=_positive_int,
         default=64,
         help="Most probe runs in flight at once.",
@@ -90,10 +142,12 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="egress-exporter",
         description="Probe the egress paths of endpoint-security agents and export the results "
         "to Prometheus. 'egress-exporter check' runs every probe once and prints a report.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     _common_flags(parser, log_level="info")
     parser.add_argument(
@@ -102,11 +156,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=_listen_address,
         metavar="[HOST]:PORT",
-        help="Address to listen on (repeatable). Default :10115.",
+        help="Address to listen on (repeatable). (default: :10115)",
     )
     parser.add_argument(
         "--web.telemetry-path",
         dest="telemetry_path",
+        metavar="PATH",
+        type=_telemetry_path,
         default="/metrics",
         help="Path under which to expose metrics.",
     )
@@ -119,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web.max-requests",
         dest="max_requests",
+        metavar="N",
         type=_positive_int,
         default=40,
         help="Most HTTP requests served at once; more are answered 503.",
@@ -139,19 +196,20 @@ def _parser() -> argparse.ArgumentParser:
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="Validate the config and exit (0 valid, 2 invalid).",
+        help="Validate the config (and the web config) and exit: 0 valid, 2 invalid.",
     )
     parser.add_argument("--version", action="version", version=f"egress-exporter {__version__}")
     return parser
 
 
 def _check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="egress-exporter check",
         description="Run every configured probe once and report: the protection states first, "
         "then the failing probes with reason and fix, then the ok ones. Colour on a terminal "
-        "(not with NO_COLOR set); lines fit its width. Exit 0 when every state is ok or not "
-        "applicable and every probe that counts succeeded, 1 otherwise, 2 on a config error.",
+        "(not with NO_COLOR set); lines fit its width.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     # The report is the output; log only what went wrong unless asked for more.
     _common_flags(parser, log_level="error")
@@ -170,35 +228,62 @@ def _check_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_flags(args: Sequence[str]) -> argparse.Namespace:
+    """``--log.level`` and ``--log.format`` before the rest is parsed, so errors use them."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--log.level", dest="log_level", default="info")
+    early.add_argument("--log.format", dest="log_format", default="logfmt")
+    flags, _ = early.parse_known_args(args)
+    if flags.log_level not in logs.LEVELS:
+        flags.log_level = "info"
+    if flags.log_format not in logs.FORMATS:
+        flags.log_format = "logfmt"
+    return flags
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``egress-exporter`` command."""
+    """Entry point of the ``egress-exporter`` command; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    early = _log_flags(args_list)
+    logs.setup(early.log_level, early.log_format)
     is_check = bool(args_list) and args_list[0] == "check"
     args = (_check_parser() if is_check else _parser()).parse_args(args_list[is_check:])
     logs.setup(args.log_level, args.log_format)
+    if is_check:
+        return _check_main(args)
+    try:
+        config = load(args.config_file)
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as exc:
+        if args.config_check:
+            print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        else:
+            log.error("invalid configuration", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
+        return EXIT_CONFIG
+    if args.config_check:
+        print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
+        return EXIT_OK
+    try:
+        asyncio.run(_serve(args, config, web_config))
+    except _StartError as exc:
+        log.error("cannot start", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
+        return EXIT_START
+    return EXIT_OK
+
+
+def _check_main(args: argparse.Namespace) -> int:
     try:
         config = load(args.config_file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
         return EXIT_CONFIG
-    if is_check:
-        out = sys.stdout
-        style = report.Style(
-            width=shutil.get_terminal_size().columns,
-            colour=out.isatty() and "NO_COLOR" not in os.environ,  # no-color.org
-            verbose=args.verbose,
-        )
-        return asyncio.run(_check(config, args.output, args.max_concurrency, out, style))
-    try:
-        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
-        return EXIT_CONFIG
-    if args.config_check:
-        print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
-        return EXIT_OK
-    asyncio.run(_serve(args, config, web_config))
-    return EXIT_OK
+    out = sys.stdout
+    style = report.Style(
+        width=shutil.get_terminal_size().columns,
+        colour=out.isatty() and "NO_COLOR" not in os.environ,  # no-color.org
+        verbose=args.verbose,
+    )
+    return asyncio.run(_check(config, args.output, args.max_concurrency, out, style))
 
 
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
@@ -224,8 +309,13 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     await runner.setup()
     tls = listener_tls(live) if live is not None else None
     for host, port in args.listen or [(None, 10115)]:
-        await web.TCPSite(runner, host, port, ssl_context=tls).start()
         address = f"[{host}]:{port}" if host and ":" in host else f"{host or ''}:{port}"
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
+        except OSError as exc:
+            await runtime.stop()
+            await runner.cleanup()
+            raise _StartError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         log.info("Listening", extra={"address": address, "tls": tls is not None})
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

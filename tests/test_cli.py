@@ -128,3 +128,72 @@ def test_bad_flags_are_refused_with_a_reason(flag: str, message: str, capsys) ->
         main([flag, "--config.check"])
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_shows_every_default_and_the_exit_codes(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal
+    for default in ("(default: /metrics)", "(default: 64)", "(default: 40)", "(default: info)"):
+        assert default in text
+    assert "(default: None)" not in text
+    assert "3 the exporter could not start" in text
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: error)" in text
+    assert "1 check: a state is degraded or lost, or a probe that counts failed" in text
+
+
+def _one_json_line(err: str) -> dict[str, str]:
+    [line] = err.splitlines()
+    record: dict[str, str] = json.loads(line)
+    assert record["level"] == "error"
+    return record
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--probe.max-concurrency=abc", "argument --probe.max-concurrency: 'abc' is not a whole"),
+        ("--web.telemetry-path=metrics", "'metrics' must be a path starting with '/'"),
+        ("--web.telemetry-path=/", "'/' is taken by the landing page"),
+        ("--web.telemetry-path=/-/ready", "is taken by the landing page"),
+        ("--log.level=loud", "argument --log.level: invalid choice: 'loud'"),
+    ],
+)
+def test_a_bad_flag_is_one_line_in_the_log_format(flag: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--log.format=json", flag])
+    assert caught.value.code == 2
+    record = _one_json_line(capsys.readouterr().err)
+    assert record["msg"] == "bad command line"
+    assert message in record["err"]
+    assert "_positive_int" not in record["err"]
+
+
+def test_an_address_in_use_is_one_line_and_exit_3(tmp_path, open_port, capsys) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("probes: []\n")
+    argv = ["--config.file", str(config), f"--web.listen-address=127.0.0.1:{open_port}"]
+    assert main([*argv, "--log.format=json"]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    record = json.loads(lines[-1])
+    assert (record["level"], record["msg"]) == ("error", "cannot start")
+    assert f"cannot listen on 127.0.0.1:{open_port}: " in record["err"]
+    assert "address already in use" in record["err"]
+    assert all(json.loads(line) for line in lines)  # the lines before it are JSON too
+    assert main(argv) == 3
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.match(r'time=\S+ level=error source=exporter msg="cannot start" err="cannot', last)
+
+
+def test_a_bad_config_at_start_is_one_log_line(tmp_path, capsys) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n  - {name: a, kind: tcp, host: h, port: 0}\n  - {name: b}\n")
+    assert main(["--config.file", str(path), "--log.format=json"]) == 2
+    record = _one_json_line(capsys.readouterr().err)
+    assert record["msg"] == "invalid configuration"
+    assert f"{path}:2: probes[0].port: must be between 1 and 65535" in record["err"]
+    assert f"{path}:3: probes[1].kind: missing kind" in record["err"]
