@@ -143,7 +143,7 @@ def _states(verdicts: Sequence[Verdict], style: Style) -> list[str]:
         )
         for v in verdicts
     ]
-    return _table(rows, style)
+    return _table(rows, style, below=True)
 
 
 def _labels(verdict: Verdict) -> str:
@@ -245,14 +245,21 @@ def _ms(seconds: float) -> str:
 Row = tuple[tuple[str, ...], str, str]  # fixed cells, the wrapping text, the last cell's colour
 
 
-def _table(rows: Sequence[Row], style: Style) -> list[str]:
-    """Aligned fixed cells and a wrapping last column; rows too wide for it are stacked."""
+def _table(rows: Sequence[Row], style: Style, below: bool = False) -> list[str]:
+    """Aligned fixed cells, and a wrapping last column beside them or ``below`` them.
+
+    A column that would be too narrow beside its cells goes below them too.
+    """
     widths = [max(len(cells[i]) for cells, _, _ in rows) for i in range(len(rows[0][0]))]
     offset = 2 + sum(widths) + 2 * len(widths)
     lines: list[str] = []
     for cells, text, colour in rows:
         padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
-        if style.width - offset >= _TEXT_MIN:
+        if below and offset - 2 <= style.width:
+            padded[-1] = style.paint(cells[-1], colour)
+            lines.append("  " + "  ".join(padded))
+            lines += _wrap(text, style.width, "      ", "      ") if text else []
+        elif not below and style.width - offset >= _TEXT_MIN:
             padded[-1] = style.paint(padded[-1], colour)
             wrapped = _wrap(text, style.width - offset, "", "") if text else [""]
             lines.append(("  " + "  ".join(padded) + "  " + wrapped[0]).rstrip())

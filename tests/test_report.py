@@ -21,7 +21,7 @@ from exporter import report
 from exporter.config import Config, load_config
 from exporter.results import EndpointResult, FailureReason, ProbeResult
 from exporter.status import evaluate
-from lab import report_section
+from lab import report_states
 
 LONG_URL = "https://a.karma.sc2.fsapi.com/" + "very-long-path-segment/" * 6 + "healthcheck"
 CONFIG = f"""
@@ -134,10 +134,18 @@ def test_the_answer_comes_first_then_failures_by_state_then_the_rest(config: Con
         "NOT APPLICABLE (failures here do not count)",
         "OK",
     ]
-    states = [line for line in report_section(text, "STATES") if line[2] != " "]
-    assert re.match(r"  dns_protection\s+family=ipv4\s+protected_encrypted\s+1 of 1", states[0])
-    assert re.match(r"  dns_protection\s+family=ipv6\s+not_applicable\s+0 of 1", states[1])
-    assert re.match(r"  web_protection\s+proxy=secure-access\s+available\s+1 of 1", states[2])
+    states = report_states(text)
+    assert list(states) == [
+        "dns_protection family=ipv4 protected_encrypted",
+        "dns_protection family=ipv6 not_applicable",
+        "web_protection proxy=secure-access available",
+    ]
+    assert states["dns_protection family=ipv4 protected_encrypted"] == (
+        "1 of 1 candidates answered"
+    )
+    assert states["web_protection proxy=secure-access available"].startswith(
+        "1 of 1 probes reach the proxy; swg.example:443: 192.0.2.11 failed (timeout)"
+    )
 
 
 def test_curl_codes_only_where_a_libcurl_agent_makes_the_request(config: Config) -> None:

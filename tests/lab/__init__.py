@@ -423,6 +423,19 @@ def report_section(report: str, title: str) -> list[str]:
     return lines[start + 1 : end]
 
 
+def report_states(report: str) -> dict[str, str]:
+    """The ``check`` report's states: ``"dns_protection family=ipv4 unprotected"`` -> WHY."""
+    states: dict[str, str] = {}
+    row = ""
+    for line in report_section(report, "STATES"):
+        if line.startswith("      "):
+            states[row] = f"{states[row]} {line.strip()}".strip()
+        else:
+            row = " ".join(line.split())
+            states[row] = ""
+    return states
+
+
 _CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 

@@ -7,7 +7,6 @@ anycast address, on 443 and 80. The firewall drops or resets; ``check`` must say
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import trustme
 
-from lab import LAB_DIR, RESOLVER_V4, Lab, report_section, write_server_cert
+from lab import LAB_DIR, RESOLVER_V4, Lab, report_section, report_states, write_server_cert
 
 SA_NAME = "swg-url-proxy-https-sse.sigproxy.qq.opendns.com"
 SA_ADDRESSES = ("146.112.61.106", "146.112.61.107")
@@ -247,10 +246,7 @@ def test_one_address_dropped_is_available_with_the_bad_address_visible(lab: Lab,
     assert block[0].startswith("  sa-https  timeout  ")
     addresses = [line.split()[1:3] for line in block if line.startswith("    address ")]
     assert addresses == [[bad, "timeout:"]]
-    states = report_section(table, "STATES")
-    assert any(
-        re.match(r"  web_protection\s+proxy=secure-access\s+available\s", s) for s in states
-    )
+    assert "web_protection proxy=secure-access available" in report_states(table)
 
 
 def test_reset_after_the_client_hello_is_a_tls_failure(lab: Lab, swg: Swg) -> None:
@@ -327,11 +323,6 @@ def test_preset_in_check_nxdomain_uses_the_anycast_fallback(lab: Lab, swg: Swg) 
     assert headline.split()[1] == "dns_nxdomain"
     assert "curl" not in headline
     assert any("fix       Name does not exist here" in line for line in block)  # the fix hint
-    states = report_section(table, "STATES")
-    assert any(
-        re.match(r"  web_protection\s+proxy=secure-access\s+fail_open\s", s) for s in states
-    )
-    sig = [s for s in states if re.match(r"  web_protection\s+proxy=umbrella-sig\s", s)]
-    assert len(sig) == 1
-    assert " available " in sig[0]
-    assert ANYCAST in sig[0]
+    states = report_states(table)
+    assert "web_protection proxy=secure-access fail_open" in states
+    assert ANYCAST in states["web_protection proxy=umbrella-sig available"]
