@@ -87,7 +87,9 @@ async def test_states_first_then_failing_probes_then_the_rest(client: TestClient
     assert re.search(r"since <time datetime=\"[\d-]+ [\d:]+Z\">", states)  # since when
     failing = _section(page, "failing")
     assert "Failing probes (2)" in failing
-    row = re.search(r'<tr class="critical" data-probe="swg-a">(.*?)</tr>', failing).group(1)
+    found = re.search(r'<tr class="critical" data-probe="swg-a">(.*?)</tr>', failing)
+    assert found is not None
+    row = found.group(1)
     assert '<a href="probes/swg-a">swg-a</a>' in row
     assert "connection_refused" in row
     assert "curl" not in row  # a tcp probe: no libcurl agent behind it
