@@ -2,7 +2,7 @@
 # Build stage: a virtual environment with the exporter and its dependencies.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 RUN python -m venv /opt/egress \
  && /opt/egress/bin/pip install --no-cache-dir --upgrade pip \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from exporter import __version__
+from exporter import landing
 from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, ConfigError, load
 from exporter.looplag import LoopLag
@@ -22,6 +21,15 @@ from exporter.status import StateTracker
 log = logging.getLogger(__name__)
 # The text format's media type (Prometheus' exposition formats, 0.0.4).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def telemetry_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot serve the metrics (it must not take another endpoint's), or None."""
+    if not path.startswith("/") or any(c.isspace() or not c.isprintable() for c in path):
+        return "must be a path starting with '/', e.g. /metrics"
+    if path == "/" or path.startswith(("/-/", landing.PROBE_PREFIX)):
+        return f"is taken by the landing page, its {landing.PROBE_PREFIX}... pages or /-/..."
+    return None
 
 
 @dataclass
@@ -122,6 +130,7 @@ def make_app(
     app[RUNTIME] = runtime
     app[EXPOSITION] = exposition
     app.router.add_get("/", _landing_page(telemetry_path))
+    app.router.add_get(landing.PROBE_PREFIX + "{name}", _probe_page(telemetry_path))
     app.router.add_get(telemetry_path, _metrics)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
@@ -156,37 +165,26 @@ async def _reload(request: web.Request) -> web.Response:
     return web.Response(text="Reloaded.\n")
 
 
+def _site(request: web.Request, telemetry_path: str) -> landing.Site:
+    runtime = request.app[RUNTIME]
+    source = "" if runtime.config is None else runtime.config.source
+    return landing.Site(runtime.store, source, telemetry_path)
+
+
 def _landing_page(telemetry_path: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        runtime = request.app[RUNTIME]
-        rows = []
-        for name, record in runtime.store.records.items():
-            last = record.last
-            verdict = "pending" if last is None else ("ok" if last.success else "FAILED")
-            reason = "" if last is None or last.reason is None else str(last.reason)
-            duration = "" if last is None else f"{last.duration_seconds * 1000:.1f} ms"
-            detail = "" if last is None else last.detail
-            cells = (
-                name,
-                record.config.kind,
-                record.config.target,
-                verdict,
-                reason,
-                duration,
-                detail,
-            )
-            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-        body = (
-            "<!DOCTYPE html><html><head><title>egress-exporter</title></head><body>"
-            f"<h1>egress-exporter {html.escape(__version__)}</h1>"
-            "<p>Probes the cloud egress paths endpoint-security agents depend on.</p>"
-            f'<ul><li><a href="{html.escape(telemetry_path)}">Metrics</a></li>'
-            '<li><a href="-/healthy">Health</a></li><li><a href="-/ready">Ready</a></li></ul>'
-            "<table border=1><tr><th>probe</th><th>kind</th><th>target</th><th>last result</th>"
-            "<th>reason</th><th>duration</th><th>detail</th></tr>"
-            + "".join(rows)
-            + "</table></body></html>"
-        )
-        return web.Response(text=body, content_type="text/html")
+        page = landing.landing_page(_site(request, telemetry_path))
+        return web.Response(text=page, content_type="text/html", headers=landing.HEADERS)
+
+    return handler
+
+
+def _probe_page(telemetry_path: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        page = landing.probe_page(_site(request, telemetry_path), name)
+        if page is None:
+            raise web.HTTPNotFound(text=f"No probe named {name!r} in the running config.\n")
+        return web.Response(text=page, content_type="text/html", headers=landing.HEADERS)
 
     return handler

@@ -1,4 +1,9 @@
-"""Command line: the exporter (exporter-toolkit flag names) and the ``check`` subcommand."""
+"""Command line: the exporter (exporter-toolkit flag names) and the ``check`` subcommand.
+
+Exit codes (also in ``--help``): 0 ok; 1 ``check`` found a problem; 2 a bad command line,
+config or web config; 3 the exporter could not start (e.g. its address is in use). A fatal
+error is one log line in the chosen ``--log.format``, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import NoReturn, TextIO
 
 from aiohttp import web
 from prometheus_client import (
@@ -21,14 +27,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from exporter import __version__
-from exporter.app import Runtime, make_app
+from exporter import __version__, logs, report
+from exporter.app import Runtime, make_app, telemetry_path_problem
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
-from exporter.redact import RedactingFilter
-from exporter.results import ProbeResult, curl_code, fix_hint
 from exporter.runner import run_all_once
-from exporter.status import Verdict, evaluate
+from exporter.status import evaluate
 from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
 from exporter.websecurity import (
     HANDLER_ARGS,
@@ -41,48 +45,51 @@ from exporter.websecurity import (
 from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
-EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG, EXIT_START = 0, 1, 2, 3
 _SHUTDOWN_SECONDS = 1.0
+EXIT_CODES = """exit status:
+  0  ok (check: every protection state ok or not applicable, every probe that counts ok)
+  1  check: a state is degraded or lost, or a probe that counts failed
+  2  bad command line, config or web config (the error names file, line and key)
+  3  the exporter could not start (e.g. its listen address is in use)"""
 
 
-class _LogfmtFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        message = record.getMessage().replace('"', '\\"')
-        line = (
-            f"time={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-            f'source={record.name} msg="{message}"'
-        )
-        if record.exc_info:
-            trace = self.formatException(record.exc_info).replace("\n", "\\n").replace('"', "'")
-            line += f' err="{trace}"'
-        return line
+class _StartError(Exception):
+    """The exporter cannot start; the message says why."""
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "source": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["err"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+class _Help(argparse.HelpFormatter):
+    """Help that shows every flag's default (a flag off by default shows none).
+
+    A text of several lines (the exit status table) is kept as written; prose is wrapped.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
-def _setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one log line (``--log.format``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Log the problem and exit; ``--help`` shows the usage."""
+        log.error("bad command line", extra={"err": f"{message} (see --help)"})
+        sys.exit(EXIT_CONFIG)
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -96,6 +103,13 @@ def _listen_address(text: str) -> tuple[str | None, int]:
     return host.strip("[]") or None, int(port)
 
 
+def _telemetry_path(text: str) -> str:
+    problem = telemetry_path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"'{text}' {problem}")
+    return text
+
+
 def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
     parser.add_argument(
         "--config.file",
@@ -107,19 +121,20 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
         "--log.level",
         dest="log_level",
         default=log_level,
-        choices=("debug", "info", "warn", "error"),
+        choices=logs.LEVELS,
         help="Only log messages at or above this level.",
     )
     parser.add_argument(
         "--log.format",
         dest="log_format",
         default="logfmt",
-        choices=("logfmt", "json"),
+        choices=logs.FORMATS,
         help="Log line format.",
     )
     parser.add_argument(
         "--probe.max-concurrency",
         dest="max_concurrency",
+        metavar="N",
         type=_positive_int,
         default=64,
         help="Most probe runs in flight at once.",
@@ -127,10 +142,12 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="egress-exporter",
         description="Probe the egress paths of endpoint-security agents and export the results "
         "to Prometheus. 'egress-exporter check' runs every probe once and prints a report.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     _common_flags(parser, log_level="info")
     parser.add_argument(
@@ -139,11 +156,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=_listen_address,
         metavar="[HOST]:PORT",
-        help="Address to listen on (repeatable). Default :10115.",
+        help="Address to listen on (repeatable). (default: :10115)",
     )
     parser.add_argument(
         "--web.telemetry-path",
         dest="telemetry_path",
+        metavar="PATH",
+        type=_telemetry_path,
         default="/metrics",
         help="Path under which to expose metrics.",
     )
@@ -156,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--web.max-requests",
         dest="max_requests",
+        metavar="N",
         type=_positive_int,
         default=40,
         help="Most HTTP requests served at once; more are answered 503.",
@@ -176,54 +196,101 @@ def _parser() -> argparse.ArgumentParser:
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="Validate the config and exit (0 valid, 2 invalid).",
+        help="Validate the config (and the web config) and exit: 0 valid, 2 invalid.",
     )
     parser.add_argument("--version", action="version", version=f"egress-exporter {__version__}")
     return parser
 
 
 def _check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="egress-exporter check",
-        description="Run every configured probe once and report. Exit 0 when all succeed, 1 when "
-        "any fails, 2 on a config error.",
+        description="Run every configured probe once and report: the protection states first, "
+        "then the failing probes with reason and fix, then the ok ones. Colour on a terminal "
+        "(not with NO_COLOR set); lines fit its width.",
+        epilog=EXIT_CODES,
+        formatter_class=_Help,
     )
     # The report is the output; log only what went wrong unless asked for more.
     _common_flags(parser, log_level="error")
-    parser.add_argument("--output", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="The report for people, or JSON for scripts.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Show every probe in full: detail, phases, facts, every address.",
+    )
     return parser
 
 
+def _log_flags(args: Sequence[str]) -> argparse.Namespace:
+    """``--log.level`` and ``--log.format`` before the rest is parsed, so errors use them."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--log.level", dest="log_level", default="info")
+    early.add_argument("--log.format", dest="log_format", default="logfmt")
+    flags, _ = early.parse_known_args(args)
+    if flags.log_level not in logs.LEVELS:
+        flags.log_level = "info"
+    if flags.log_format not in logs.FORMATS:
+        flags.log_format = "logfmt"
+    return flags
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``egress-exporter`` command."""
+    """Entry point of the ``egress-exporter`` command; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    early = _log_flags(args_list)
+    logs.setup(early.log_level, early.log_format)
     is_check = bool(args_list) and args_list[0] == "check"
     args = (_check_parser() if is_check else _parser()).parse_args(args_list[is_check:])
-    _setup_logging(args.log_level, args.log_format)
+    logs.setup(args.log_level, args.log_format)
+    if is_check:
+        return _check_main(args)
     try:
         config = load(args.config_file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
-        return EXIT_CONFIG
-    if is_check:
-        return asyncio.run(_check(config, args.output, args.max_concurrency, sys.stdout))
-    try:
         web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        if args.config_check:
+            print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        else:
+            log.error("invalid configuration", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
         return EXIT_CONFIG
     if args.config_check:
         print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
         for warning in config.warnings:
             print(f"warning: {warning}")  # noqa: T201
         return EXIT_OK
-    asyncio.run(_serve(args, config, web_config))
+    try:
+        asyncio.run(_serve(args, config, web_config))
+    except _StartError as exc:
+        log.error("cannot start", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
+        return EXIT_START
     return EXIT_OK
 
 
+def _check_main(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201 - the CLI's answer
+        return EXIT_CONFIG
+    out = sys.stdout
+    style = report.Style(
+        width=shutil.get_terminal_size().columns,
+        colour=out.isatty() and "NO_COLOR" not in os.environ,  # no-color.org
+        verbose=args.verbose,
+    )
+    return asyncio.run(_check(config, args.output, args.max_concurrency, out, style))
+
+
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
-    log.info("Starting egress-exporter version=%s", __version__)
-    log.info("Open files limit %d", raise_open_files_limit())
+    log.info("Starting egress-exporter", extra={"version": __version__})
+    log.info("Open files limit", extra={"limit": raise_open_files_limit()})
     asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
     runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
@@ -244,8 +311,14 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     await runner.setup()
     tls = listener_tls(live) if live is not None else None
     for host, port in args.listen or [(None, 10115)]:
-        await web.TCPSite(runner, host, port, ssl_context=tls).start()
-        log.info("Listening on address=%s:%d tls=%s", host or "", port, tls is not None)
+        address = f"[{host}]:{port}" if host and ":" in host else f"{host or ''}:{port}"
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
+        except OSError as exc:
+            await runtime.stop()
+            await runner.cleanup()
+            raise _StartError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        log.info("Listening", extra={"address": address, "tls": tls is not None})
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, runtime.reload_on_signal)
@@ -257,103 +330,15 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     await runner.cleanup()
 
 
-async def _check(config: Config, output: str, max_concurrency: int, out: TextIO) -> int:
+async def _check(
+    config: Config, output: str, max_concurrency: int, out: TextIO, style: report.Style
+) -> int:
     results = await run_all_once(config.probes, max_concurrency)
     verdicts = evaluate(config.probes, {r.probe: r for r in results})
+    items = report.entries(config, results, verdicts)
     if output == "json":
-        json.dump(_check_json(config, results, verdicts), out, indent=2)
+        json.dump(report.as_json(items, verdicts), out, indent=2)
         out.write("\n")
     else:
-        out.write(_check_table(config, results, verdicts))
-    return EXIT_OK if all(r.success for r in results) else EXIT_DEGRADED
-
-
-def _check_json(
-    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
-) -> dict[str, Any]:
-    probes = []
-    for result in results:
-        probe = config.probe(result.probe)
-        probes.append(
-            {
-                "name": probe.name,
-                "kind": probe.kind,
-                "target": probe.target,
-                "group": probe.group,
-                "success": result.success,
-                "reason": None if result.reason is None else str(result.reason),
-                "curl_code": curl_code(result.reason),
-                "duration_seconds": round(result.duration_seconds, 6),
-                "phases": {k: round(v, 6) for k, v in result.phases.items()},
-                "facts": dict(result.facts),
-                "detail": result.detail,
-                "hint": fix_hint(result.reason),
-                "endpoints": [
-                    {
-                        "address": e.address,
-                        "success": e.success,
-                        "reason": None if e.reason is None else str(e.reason),
-                        "phases": {k: round(v, 6) for k, v in e.phases.items()},
-                        "detail": e.detail,
-                    }
-                    for e in result.endpoints
-                ],
-            }
-        )
-    states = [
-        {
-            "metric": f"egress_{v.metric}",
-            "labels": dict(v.labels),
-            "state": v.state,
-            "detail": v.detail,
-        }
-        for v in verdicts
-    ]
-    return {"probes": probes, "states": states}
-
-
-def _check_table(
-    config: Config, results: Sequence[ProbeResult], verdicts: Sequence[Verdict]
-) -> str:
-    rows = [("PROBE", "TARGET", "VERDICT", "REASON", "LATENCY", "FIX")]
-    for result in results:
-        probe = config.probe(result.probe)
-        reason = "" if result.reason is None else str(result.reason)
-        curl = curl_code(result.reason)
-        if curl is not None:
-            reason += f" (curl {curl})"
-        rows.append(
-            (
-                probe.name,
-                probe.target,
-                "ok" if result.success else "FAIL",
-                reason,
-                f"{result.duration_seconds * 1000:.1f} ms",
-                fix_hint(result.reason) or "",
-            )
-        )
-        for endpoint in result.endpoints if len(result.endpoints) > 1 else ():
-            verdict = "ok" if endpoint.success else "FAIL"
-            why = "" if endpoint.reason is None else f"{endpoint.reason}: {endpoint.detail}"
-            rows.append((f"  {endpoint.address}", "", verdict, why, "", ""))
-    text = _columns(rows)
-    failed = [r for r in results if not r.success]
-    if failed:
-        text += "\nDetails:\n" + "".join(f"  {r.probe}: {r.detail}\n" for r in failed)
-    if verdicts:
-        state_rows = [("STATE", "LABELS", "VALUE", "WHY")]
-        state_rows += [
-            (f"egress_{v.metric}", ",".join(f"{k}={x}" for k, x in v.labels), v.state, v.detail)
-            for v in verdicts
-        ]
-        text += "\n" + _columns(state_rows)
-    return text
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines) + "\n"
+        out.write(report.render(config.source, items, verdicts, style))
+    return EXIT_OK if report.healthy(items, verdicts) else EXIT_DEGRADED

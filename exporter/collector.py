@@ -51,8 +51,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from exporter import __version__
+from exporter import __version__, events
 from exporter.config import Config
+from exporter.history import History
 from exporter.probes import KINDS
 from exporter.probes.base import ProbeConfig
 from exporter.results import FailureReason, ProbeResult
@@ -182,12 +183,14 @@ class ProbeRecord:
     """Everything kept about one configured probe, and its rendered exposition lines.
 
     What never changes for a probe (its info line, the start of each of its series, the phases
-    its config goes through) is rendered once; a result renders only the values.
+    its config goes through) is rendered once; a result renders only the values. ``history``
+    keeps the recent runs for people (the landing page); rendering never reads it.
     """
 
     def __init__(self, config: ProbeConfig) -> None:
         """A probe that has not run yet: info, interval and a zero run counter."""
         self.config = config
+        self.history = History()
         self.last: ProbeResult | None = None
         self.runs = 0
         self.failures: Counter[FailureReason] = Counter()
@@ -208,7 +211,9 @@ class ProbeRecord:
         self.render()
 
     def record(self, result: ProbeResult) -> None:
-        """Account one run and render its lines."""
+        """Account one run, keep it in the history, log it and render its lines."""
+        previous = self.history.last
+        events.probe_run(result, previous, changed=self.history.add(result))
         self.last = result
         self.runs += 1
         if result.success:
@@ -305,8 +310,9 @@ class ResultStore:
             self.generation += 1
 
     def publish(self, states: list[Verdict]) -> None:
-        """Replace the derived states."""
+        """Replace the derived states (logging those that changed)."""
         if states != self.states:
+            events.state_changes(self.states, states)
             self.states = states
             self.generation += 1
 

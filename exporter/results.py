@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import ssl
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -386,7 +387,9 @@ _CONNECT_ERRNOS: Mapping[int, FailureReason] = {
 def _oserror(exc: BaseException) -> tuple[FailureReason, str] | None:
     assert isinstance(exc, OSError)  # noqa: S101 - only called for OSErrors
     reason = _CONNECT_ERRNOS.get(exc.errno or 0)
-    return None if reason is None else (reason, exc.strerror or str(exc))
+    # The errno's own words ("Network is unreachable"): asyncio's strerror is Python's
+    # "Connect call failed ('2620:119:35::35', 53, 0, 0)", which names nothing new.
+    return None if reason is None else (reason, os.strerror(exc.errno or 0))
 
 
 def _ssl(exc: BaseException) -> tuple[FailureReason, str]:

@@ -16,6 +16,9 @@ from exporter.probes import KINDS
 from exporter.probes.base import ProbeConfig
 from exporter.results import FailureReason, ProbeResult, RunRecorder, reason_for
 
+# How far apart ``check`` starts its probes (see :func:`run_all_once`).
+START_SPACING_SECONDS = 0.01
+
 
 async def execute(config: ProbeConfig) -> ProbeResult:
     """Run one probe once, bounded by its timeout; every outcome becomes a ProbeResult."""
@@ -51,13 +54,24 @@ async def execute(config: ProbeConfig) -> ProbeResult:
 
 
 async def run_all_once(
-    probes: Sequence[ProbeConfig], max_concurrency: int = 64
+    probes: Sequence[ProbeConfig],
+    max_concurrency: int = 64,
+    spacing: float = START_SPACING_SECONDS,
 ) -> list[ProbeResult]:
-    """Run every probe once, concurrently, at most ``max_concurrency`` at a time (``check``)."""
+    """Run every probe once (``check``): started ``spacing`` seconds apart, overlapping.
+
+    At most ``max_concurrency`` run at a time. Started all at once, the probes' own work
+    (sockets, resolver channels, building and checking messages, TLS) queues on the one event
+    loop and at the peers, and every run's time includes the others': in the lab, 12-83 ms
+    where the daemon, which spreads its starts over the interval, measures 1-5 ms for the same
+    probes. Spaced starts measure what the daemon measures, and cost ``spacing`` per probe of
+    wall time (0.2 s for the built-in presets).
+    """
     semaphore = asyncio.Semaphore(max_concurrency)
 
-    async def bounded(probe: ProbeConfig) -> ProbeResult:
+    async def spaced(index: int, probe: ProbeConfig) -> ProbeResult:
+        await asyncio.sleep(index * spacing)
         async with semaphore:
             return await execute(probe)
 
-    return list(await asyncio.gather(*(bounded(p) for p in probes)))
+    return list(await asyncio.gather(*(spaced(i, p) for i, p in enumerate(probes))))

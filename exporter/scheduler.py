@@ -10,15 +10,12 @@ Time is the event loop's clock (``loop.time()``), so a test can drive it with a 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from exporter.probes.base import ProbeConfig
 from exporter.results import ProbeResult
 from exporter.runner import execute
-
-log = logging.getLogger(__name__)
 
 Execute = Callable[[ProbeConfig], Awaitable[ProbeResult]]
 
@@ -70,23 +67,9 @@ class Engine:
             async with self._semaphore:
                 result = await self._run(probe)
             self._record(result)
-            _log_result(result)
             # The next run starts on the interval grid; a slow run skips ticks, never overlaps.
             next_run += probe.interval
             now = loop.time()
             if next_run < now:
                 next_run += probe.interval * ((now - next_run) // probe.interval + 1)
             await asyncio.sleep(next_run - now)
-
-
-def _log_result(result: ProbeResult) -> None:
-    if result.success:
-        log.debug("probe=%s ok duration=%.4fs", result.probe, result.duration_seconds)
-    else:
-        log.info(
-            "probe=%s failed reason=%s duration=%.4fs detail=%s",
-            result.probe,
-            result.reason,
-            result.duration_seconds,
-            result.detail,
-        )

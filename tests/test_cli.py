@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -31,23 +32,31 @@ def _config(tmp_path: Path, *ports: int) -> str:
 def test_check_exits_0_when_every_probe_succeeds(tmp_path, listener, capsys) -> None:
     assert main(["check", "--config.file", _config(tmp_path, listener)]) == 0
     out = capsys.readouterr().out
-    assert f"p{listener}" in out
-    assert " ok " in out
+    assert out.startswith("egress-exporter check: 1 probe, 1 ok, 0 failed\n")
+    ok = out.split("\nOK\n")[1].splitlines()
+    assert re.fullmatch(rf"  p{listener}  \d+\.\d ms  127\.0\.0\.1:{listener}", ok[0])
 
 
 def test_check_exits_1_and_explains_a_failure(tmp_path, listener, closed_port, capsys) -> None:
     assert main(["check", "--config.file", _config(tmp_path, listener, closed_port)]) == 1
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if x.startswith(f"p{closed_port}"))
-    assert "FAIL" in line
-    assert "connection_refused (curl 7)" in line
-    assert "reject rule" in line  # the fix hint
+    assert "2 probes, 1 ok, 1 failed" in out
+    block = out.split("\nFAILED\n")[1].split("\n\n")[0].splitlines()
+    # A tcp probe stands for an agent that is not libcurl-based: no curl code.
+    assert re.fullmatch(rf"  p{closed_port}  connection_refused  \d+\.\d ms", block[0])
+    assert block[1] == f"    target    127.0.0.1:{closed_port}"
+    assert block[2].startswith("    detail    1 of 1 addresses failed: ")
+    text = " ".join(line.strip() for line in block)
+    assert "127.0.0.1: connection_refused (Connection refused)" in text  # the errno's words
+    assert "    fix       Actively rejected" in "\n".join(block)  # the fix hint
+    assert f"p{listener}" in out.split("\nOK\n")[1]
 
 
 def test_check_json_shape(tmp_path, listener, closed_port, capsys) -> None:
     main(["check", "--config.file", _config(tmp_path, listener, closed_port), "--output", "json"])
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"probes", "states"}
+    assert set(report) == {"healthy", "probes", "states"}
+    assert report["healthy"] is False
     by_name = {p["name"]: p for p in report["probes"]}
     good, bad = by_name[f"p{listener}"], by_name[f"p{closed_port}"]
     for probe in (good, bad):
@@ -56,7 +65,9 @@ def test_check_json_shape(tmp_path, listener, closed_port, capsys) -> None:
             "kind",
             "target",
             "success",
+            "counts",
             "reason",
+            "curl_code",
             "duration_seconds",
             "phases",
             "detail",
@@ -65,6 +76,7 @@ def test_check_json_shape(tmp_path, listener, closed_port, capsys) -> None:
     assert good["reason"] is None
     assert set(good["phases"]) == {"resolve", "connect"}
     assert bad["reason"] == "connection_refused"
+    assert bad["curl_code"] is None  # not a libcurl agent's request
     assert bad["target"] == f"127.0.0.1:{closed_port}"
 
 
@@ -107,3 +119,72 @@ def test_bad_flags_are_refused_with_a_reason(flag: str, message: str, capsys) ->
         main([flag, "--config.check"])
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_shows_every_default_and_the_exit_codes(capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal
+    for default in ("(default: /metrics)", "(default: 64)", "(default: 40)", "(default: info)"):
+        assert default in text
+    assert "(default: None)" not in text
+    assert "3 the exporter could not start" in text
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: error)" in text
+    assert "1 check: a state is degraded or lost, or a probe that counts failed" in text
+
+
+def _one_json_line(err: str) -> dict[str, str]:
+    [line] = err.splitlines()
+    record: dict[str, str] = json.loads(line)
+    assert record["level"] == "error"
+    return record
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--probe.max-concurrency=abc", "argument --probe.max-concurrency: 'abc' is not a whole"),
+        ("--web.telemetry-path=metrics", "'metrics' must be a path starting with '/'"),
+        ("--web.telemetry-path=/", "'/' is taken by the landing page"),
+        ("--web.telemetry-path=/-/ready", "is taken by the landing page"),
+        ("--log.level=loud", "argument --log.level: invalid choice: 'loud'"),
+    ],
+)
+def test_a_bad_flag_is_one_line_in_the_log_format(flag: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--log.format=json", flag])
+    assert caught.value.code == 2
+    record = _one_json_line(capsys.readouterr().err)
+    assert record["msg"] == "bad command line"
+    assert message in record["err"]
+    assert "_positive_int" not in record["err"]
+
+
+def test_an_address_in_use_is_one_line_and_exit_3(tmp_path, listener, capsys) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("probes: []\n")
+    argv = ["--config.file", str(config), f"--web.listen-address=127.0.0.1:{listener}"]
+    assert main([*argv, "--log.format=json"]) == 3
+    lines = capsys.readouterr().err.splitlines()
+    record = json.loads(lines[-1])
+    assert (record["level"], record["msg"]) == ("error", "cannot start")
+    assert f"cannot listen on 127.0.0.1:{listener}: " in record["err"]
+    assert "address already in use" in record["err"]
+    assert all(json.loads(line) for line in lines)  # the lines before it are JSON too
+    assert main(argv) == 3
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.match(r'time=\S+ level=error source=exporter msg="cannot start" err="cannot', last)
+
+
+def test_a_bad_config_at_start_is_one_log_line(tmp_path, capsys) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n  - {name: a, kind: tcp, host: h, port: 0}\n  - {name: b}\n")
+    assert main(["--config.file", str(path), "--log.format=json"]) == 2
+    record = _one_json_line(capsys.readouterr().err)
+    assert record["msg"] == "invalid configuration"
+    assert f"{path}:2: probes[0].port: must be between 1 and 65535" in record["err"]
+    assert f"{path}:3: probes[1].kind: missing kind" in record["err"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import socket
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter import logs
 from exporter.config import ConfigError, load_config
-from exporter.redact import RedactingFilter, redact
+from exporter.redact import redact
 from lab.exporter_process import Exporter
 
 PASSWORD = "s3cret-Pa55"  # noqa: S105 - a test credential
@@ -62,14 +64,26 @@ def test_config_error_quotes_an_invalid_url_without_its_password(tmp_path: Path)
     assert "'http://agent:xxxxx@proxy.example:31x28' has an invalid port" in str(caught.value)
 
 
-def test_log_filter_masks_messages(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("fmt", logs.FORMATS)
+def test_logs_mask_messages_fields_and_tracebacks(fmt: str) -> None:
+    stream = io.StringIO()
+    logs.setup("info", fmt, stream)
     logger = logging.getLogger("test-redact")
-    logger.addFilter(RedactingFilter())
-    with caplog.at_level(logging.INFO, logger="test-redact"):
-        logger.info("proxy %s said %s", f"http://agent:{PASSWORD}@p:3128", f"Basic {TOKEN}")
-    assert PASSWORD not in caplog.text
-    assert TOKEN not in caplog.text
-    assert "http://agent:xxxxx@p:3128 said Basic xxxxx" in caplog.text
+    try:
+        raise ValueError(f"proxy http://agent:{PASSWORD}@p:3128 refused")  # noqa: TRY301
+    except ValueError:
+        logger.exception(
+            "proxy %s said %s",
+            f"http://agent:{PASSWORD}@p:3128",
+            f"Basic {TOKEN}",
+            extra={"detail": f"echo: Proxy-Authorization: Basic {TOKEN}"},
+        )
+    text = stream.getvalue()
+    assert PASSWORD not in text
+    assert TOKEN not in text
+    assert "http://agent:xxxxx@p:3128 said Basic xxxxx" in text  # the message
+    assert "Proxy-Authorization: Basic xxxxx" in text  # a structured field
+    assert "proxy http://agent:xxxxx@p:3128 refused" in text  # the traceback
 
 
 @pytest.fixture

@@ -439,7 +439,7 @@ def test_1100_idle_connections_leave_metrics_and_probes_working(start, many_desc
         for sock in idle:
             sock.close()
     log = exporter.log()
-    assert "Open files limit 4096" in log
+    assert 'msg="Open files limit" limit=4096' in log
     assert "Traceback" not in log
     assert "cannot accept" not in log
 

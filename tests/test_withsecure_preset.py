@@ -29,7 +29,7 @@ def test_direct_path_only_by_default(tmp_path: Path) -> None:
     assert {p.path for p in probes} == {"direct"}
     healthcheck = StateRole(state="security_cloud", role="healthcheck")
     assert all(p.counts_towards == healthcheck and p.expect.body == "ok" for p in probes)
-    assert {(p.timeout, p.budget) for p in probes} == {(10.0, 1.0)}
+    assert {(p.timeout, p.agent_budget) for p in probes} == {(10.0, 1.0)}
 
 
 def test_proxy_setting_adds_the_proxied_path(

@@ -327,10 +327,13 @@ class ProbeKind(Generic[C]):
     recorder as it goes and returns when the answer was as expected, or raises (a
     :class:`exporter.results.ProbeError`, or any exception the reason mapping knows). The engine
     owns the timeout. ``facts`` are the numeric facts exported as ``egress_<kind>_<fact>``
-    gauges, with their help text.
+    gauges, with their help text. ``curl_codes``: the agent this kind stands for makes its
+    requests with libcurl (WithSecure's, which logs curl error codes in ``fsscorplug.log``), so
+    a failure is also shown as the curl code that agent would log.
     """
 
     name: str
     config: type[C]
     run: Callable[[C, RunRecorder], Awaitable[None]]
     facts: Mapping[str, str]
+    curl_codes: bool = False

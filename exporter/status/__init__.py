@@ -16,9 +16,19 @@ from collections.abc import Callable, Mapping, Sequence
 
 from exporter.probes.base import ProbeConfig
 from exporter.results import ProbeResult
-from exporter.status.base import Hysteresis, StateRule, Verdict
+from exporter.status.base import Hysteresis, Severity, StateRule, Verdict
 
-__all__ = ["RULES", "RULES_BY_NAME", "StateTracker", "Verdict", "evaluate", "role_problem"]
+__all__ = [
+    "RULES",
+    "RULES_BY_NAME",
+    "Severity",
+    "StateTracker",
+    "Verdict",
+    "evaluate",
+    "role_problem",
+    "severity",
+    "verdict_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,7 @@ def _discover() -> tuple[StateRule, ...]:
 
 RULES: tuple[StateRule, ...] = _discover()
 RULES_BY_NAME: Mapping[str, StateRule] = {rule.name: rule for rule in RULES}
+_RULES_BY_METRIC: Mapping[str, StateRule] = {rule.metric: rule for rule in RULES}
 
 
 def role_problem(probe: ProbeConfig) -> str | None:
@@ -46,6 +57,21 @@ def role_problem(probe: ProbeConfig) -> str | None:
     if rule is None:
         return f"unknown state '{role.state}' (known: {', '.join(RULES_BY_NAME)})"
     return rule.check(probe, role)
+
+
+def severity(verdict: Verdict) -> Severity:
+    """How ``verdict``'s state reads (ok, warning, critical, not applicable)."""
+    return _RULES_BY_METRIC[verdict.metric].severities[verdict.state]
+
+
+def verdict_of(probe: ProbeConfig, verdicts: Sequence[Verdict]) -> Verdict | None:
+    """The verdict among ``verdicts`` that ``probe`` counts towards, if any."""
+    role = probe.counts_towards
+    if role is None:
+        return None
+    rule = RULES_BY_NAME[role.state]
+    labels = ((rule.label, rule.label_of(probe, role)),)
+    return next((v for v in verdicts if v.metric == rule.metric and v.labels == labels), None)
 
 
 def evaluate(probes: Sequence[ProbeConfig], results: Mapping[str, ProbeResult]) -> list[Verdict]:

@@ -8,8 +8,10 @@ role, labels}`` in the config, checked against the rule when the config loads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from exporter.probes.base import ProbeConfig, StateRole
 from exporter.results import ProbeResult
@@ -22,7 +24,8 @@ class Verdict:
     """One state decision: ``egress_<metric>{labels, state}``; detail explains it.
 
     ``evidence`` names the probe runs the verdict was drawn from, so hysteresis counts a
-    verdict again only when new results back it.
+    verdict again only when new results back it. ``since`` is when the published state last
+    changed (epoch seconds; None for a verdict that was not published, as in ``check``).
     """
 
     metric: str
@@ -30,6 +33,21 @@ class Verdict:
     state: str
     detail: str
     evidence: frozenset[tuple[str, float]] = frozenset()
+    since: float | None = None
+
+
+class Severity(StrEnum):
+    """How a state reads: on the landing page, in ``check`` and its exit status.
+
+    The same grading as the alerts on the states (alerts/egress.rules.yml): ``critical`` pages,
+    ``warning`` opens a ticket, ``not_applicable`` is no problem (the vantage point has no
+    such path, e.g. no IPv6 route).
+    """
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    NOT_APPLICABLE = "not_applicable"
 
 
 def evidence(results: Iterable[ProbeResult]) -> frozenset[tuple[str, float]]:
@@ -53,7 +71,8 @@ class StateRule:
     ``label_of`` gives a probe's value of ``label`` (from the probe, or from the labels its
     role gives) and raises ``TypeError`` (wrong kind) or ``ValueError`` (missing label) with a
     message when the probe cannot count towards the state; ``decide`` turns the members sharing
-    one label value into the state and its detail (None: nothing to decide on, no verdict).
+    one label value into the state and its detail (None: nothing to decide on, no verdict);
+    ``severities`` grades every state.
     """
 
     name: str
@@ -63,6 +82,12 @@ class StateRule:
     label: str
     label_of: Callable[[ProbeConfig, StateRole], str]
     decide: Callable[[Sequence[Member]], tuple[str, str] | None]
+    severities: Mapping[str, Severity]
+
+    def __post_init__(self) -> None:
+        """Every state is graded, and only states of the rule."""
+        if set(self.severities) != set(self.states):
+            raise ValueError(f"{self.name}: severities must grade exactly {self.states}")
 
     @property
     def metric(self) -> str:
@@ -103,11 +128,16 @@ class StateRule:
 
 
 class Hysteresis:
-    """Publishes a state once the same verdict was reached ``consecutive`` times in a row."""
+    """Publishes a state once the same verdict was reached ``consecutive`` times in a row.
 
-    def __init__(self, consecutive: int) -> None:
+    A published verdict carries ``since``: when its state was published (``clock``, epoch
+    seconds), kept while the state stays the same.
+    """
+
+    def __init__(self, consecutive: int, clock: Callable[[], float] = time.time) -> None:
         """Start with nothing published."""
         self.consecutive = consecutive
+        self._clock = clock
         self._published: dict[tuple[str, Labels], Verdict] = {}
         self._pending: dict[tuple[str, Labels], tuple[Verdict, int]] = {}
 
@@ -118,12 +148,14 @@ class Hysteresis:
         should say what it sees rather than nothing.
         """
         keys = set()
+        now = self._clock()
         for verdict in verdicts:
             key = (verdict.metric, verdict.labels)
             keys.add(key)
             current = self._published.get(key)
             if current is None or current.state == verdict.state:
-                self._published[key] = verdict
+                since = now if current is None else current.since
+                self._published[key] = replace(verdict, since=since)
                 self._pending.pop(key, None)
                 continue
             pending, count = self._pending.get(key, (verdict, 0))
@@ -132,7 +164,7 @@ class Hysteresis:
             elif count == 0 or pending.evidence != verdict.evidence or not verdict.evidence:
                 count += 1  # the same stale results re-evaluated prove nothing new
             if count >= self.consecutive:
-                self._published[key] = verdict
+                self._published[key] = replace(verdict, since=now)
                 self._pending.pop(key, None)
             else:
                 self._pending[key] = (verdict, count)

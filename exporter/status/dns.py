@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.dns import DnsProbe
 from exporter.results import FailureReason, ProbeResult
-from exporter.status.base import Member, StateRule
+from exporter.status.base import Member, Severity, StateRule
 
 STATES = (
     "protected_encrypted",
@@ -135,4 +135,11 @@ RULE = StateRule(
     label="family",
     label_of=family_of,
     decide=decide,
+    severities={
+        "protected_encrypted": Severity.OK,
+        "protected_unencrypted": Severity.WARNING,
+        "intercepted": Severity.CRITICAL,
+        "unprotected": Severity.CRITICAL,
+        "not_applicable": Severity.NOT_APPLICABLE,
+    },
 )

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.http import HttpProbe
 from exporter.results import curl_code
-from exporter.status.base import Member, StateRule
+from exporter.status.base import Member, Severity, StateRule
 
 REACHABLE, DEGRADED, UNREACHABLE = "reachable", "degraded", "unreachable"
 
@@ -61,4 +61,9 @@ RULE = StateRule(
     label="path",
     label_of=path_of,
     decide=decide,
+    severities={
+        REACHABLE: Severity.OK,
+        DEGRADED: Severity.WARNING,
+        UNREACHABLE: Severity.CRITICAL,
+    },
 )

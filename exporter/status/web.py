@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.tcp import TcpProbe
 from exporter.results import ProbeResult
-from exporter.status.base import Member, StateRule
+from exporter.status.base import Member, Severity, StateRule
 
 AVAILABLE, FAIL_OPEN = "available", "fail_open"
 
@@ -79,4 +79,5 @@ RULE = StateRule(
     label="proxy",
     label_of=proxy_of,
     decide=decide,
+    severities={AVAILABLE: Severity.OK, FAIL_OPEN: Severity.CRITICAL},
 )

@@ -168,6 +168,11 @@ class Lab:
         self._address(self.cloud, f"eh{self.tag}", f"{CLOUD_V4}/24", f"{CLOUD_V6}/64")
         self.ns(self.fw, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.ns(self.fw, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        # Every rejected packet gets its ICMP error: the kernel's per-host limit (a burst of 6,
+        # then one a second) would turn a test's seventh reject into a timeout, depending on
+        # how closely the probes before it were spaced.
+        for ns in (self.fw, self.cloud):
+            self.ns(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0")
         self.route_default(self.client, FW_CLIENT_V4, FW_CLIENT_V6)
         self.route_default(self.fw, CLOUD_V4, CLOUD_V6)  # the cloud is "the internet"
         self.route_default(self.cloud, FW_CLOUD_V4, FW_CLOUD_V6)
@@ -421,15 +426,23 @@ class Lab:
         result["exit_code"] = proc.returncode
         return result
 
-    def check_table(self, config: Mapping[str, Any] | str, timeout: float = 60) -> str:
-        """Run ``egress-exporter check`` (the human table) in the client namespace."""
-        return self._run_check(config, timeout).stdout
+    def check_table(
+        self, config: Mapping[str, Any] | str, timeout: float = 60, columns: int = 2000
+    ) -> str:
+        """Run ``egress-exporter check`` (the report for people) in the client namespace.
+
+        ``columns`` is the terminal width it fits (wide by default: one line per item).
+        """
+        return self._run_check(config, timeout, columns=columns).stdout
 
     def _run_check(
-        self, config: Mapping[str, Any] | str, timeout: float, *flags: str
+        self, config: Mapping[str, Any] | str, timeout: float, *flags: str, columns: int = 80
     ) -> subprocess.CompletedProcess[str]:
         path = self.write_config(config)
-        command = (sys.executable, "-m", "exporter", "check", "--config.file", str(path), *flags)
+        command = (
+            *("env", f"COLUMNS={columns}", sys.executable, "-m", "exporter", "check"),
+            *("--config.file", str(path), *flags),
+        )
         return self.ns(self.client, *command, check=False, timeout=timeout)
 
     def write_config(self, config: Mapping[str, Any] | str) -> Path:
@@ -467,6 +480,27 @@ class Lab:
             sh("ip", "netns", "delete", ns, check=False)
         shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def report_section(report: str, title: str) -> list[str]:
+    """The lines of the ``check`` report section whose heading starts with ``title``."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return lines[start + 1 : end]
+
+
+def report_states(report: str) -> dict[str, str]:
+    """The ``check`` report's states: ``"dns_protection family=ipv4 unprotected"`` -> WHY."""
+    states: dict[str, str] = {}
+    row = ""
+    for line in report_section(report, "STATES"):
+        if line.startswith("      "):
+            states[row] = f"{states[row]} {line.strip()}".strip()
+        else:
+            row = " ".join(line.split())
+            states[row] = ""
+    return states
 
 
 _CLONE_NEWNET = 0x40000000

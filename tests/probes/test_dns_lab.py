@@ -20,7 +20,7 @@ from conftest import require
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from lab import FW_CLIENT_V4, FW_CLIENT_V6, LAB_DIR, Lab
+from lab import FW_CLIENT_V4, FW_CLIENT_V6, LAB_DIR, Lab, report_section, report_states
 
 V4 = ("208.67.222.222", "208.67.220.220")
 V6 = ("2620:119:35::35", "2620:119:53::53")
@@ -249,25 +249,37 @@ def test_forged_certificate_on_443_is_intercepted(lab: Lab, resolvers: None) -> 
     assert _states(report)["ipv4"]["state"] == "intercepted"
 
 
-def test_no_ipv6_route_is_not_applicable(lab: Lab, resolvers: None) -> None:
+def test_no_ipv6_route_is_not_applicable_and_check_passes(lab: Lab, resolvers: None) -> None:
+    """An IPv4-only site: the IPv6 probes fail, but nothing there counts (check exits 0)."""
+    dns_only = _preset(swg_secure_access=False)
     lab.route_default(lab.client, FW_CLIENT_V4, None)
     try:
-        report = lab.check(_preset())
+        report = lab.check(dns_only)
+        table = lab.check_table(dns_only)
     finally:
         lab.route_default(lab.client, FW_CLIENT_V4, FW_CLIENT_V6)
     assert _reasons(report, "v6a-udp") == {"network_unreachable"}
     states = _states(report)
     assert states["ipv6"]["state"] == "not_applicable"
     assert states["ipv4"]["state"] == "protected_encrypted"
+    assert report["exit_code"] == 0
+    assert {p["name"] for p in report["probes"] if not p["counts"]} == {
+        p["name"] for p in report["probes"] if "-v6" in p["name"]
+    }
+    assert table.startswith("egress-exporter check: 16 probes, 8 ok, 0 failed, 8 not applicable")
+    inapplicable = report_section(table, "NOT APPLICABLE")
+    assert len(inapplicable) == 8
+    assert all(" network_unreachable " in line for line in inapplicable)
 
 
 def test_ipv6_blackholed_is_unprotected_while_ipv4_works(lab: Lab, resolvers: None) -> None:
     with lab.firewall(f"ip6 daddr {V6_SET} drop"):
-        report = lab.check(_preset())
+        report = lab.check(_preset(swg_secure_access=False))
     assert _reasons(report, "-v6") == {"timeout"}
     states = _states(report)
     assert states["ipv6"]["state"] == "unprotected"
     assert states["ipv4"]["state"] == "protected_encrypted"
+    assert report["exit_code"] == 1  # a family that has a route but no protection counts
 
 
 def _probe(name: str, server: str, query: str, **fields: Any) -> dict[str, Any]:
@@ -365,11 +377,11 @@ def test_check_table_prints_state_per_family_and_failed_candidates(
 ) -> None:
     with lab.firewall(f"ip daddr {V4_SET} udp dport {{ 53, 443 }} drop"):
         table = lab.check_table(_preset())
-    [v4] = [line for line in table.splitlines() if "family=ipv4" in line]
-    [v6] = [line for line in table.splitlines() if "family=ipv6" in line]
-    assert "egress_dns_protection_state" in v4
-    assert " unprotected " in v4
-    assert " protected_encrypted " in v6
+    states = report_states(table)
+    v4 = states["dns_protection family=ipv4 unprotected"]
+    assert v4.startswith("0 of 4 candidates answered")
+    assert "dns_protection family=ipv6 protected_encrypted" in states
+    assert table.index("STATES") < table.index("FAILED")  # the answer comes first
     for candidate in ("v4a-udp443-cert", "v4a-udp53-debug", "v4b-udp443-cert", "v4b-udp53-debug"):
         assert f"umbrella-dns-{candidate} (udp " in v4
         assert f"umbrella-dns-{candidate} (udp " in v4.split("failed:")[1]

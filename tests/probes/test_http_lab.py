@@ -129,7 +129,7 @@ def test_healthcheck_ok_direct_with_every_phase(lab: Lab, servers: None, ca_file
     assert facts["address"] == DOORMAN_ADDRESS
     assert "Egress Lab Test CA" in facts["tls_issuer"]
     assert facts["tls_cert_not_after_timestamp_seconds"] > 0
-    assert facts["agent_budget_seconds"] == 1.0
+    assert "agent_budget_seconds" not in facts  # no budget unless one is set
 
 
 def test_captive_portal_page_is_body_mismatch(lab: Lab, servers: None, ca_file: Path) -> None:
@@ -185,12 +185,23 @@ def test_dripping_body_is_bounded_by_the_timeout(lab: Lab, servers: None, ca_fil
 
 
 def test_answer_past_the_agent_budget_is_slow(lab: Lab, servers: None, ca_file: Path) -> None:
-    result = _check(lab, ca_file, url=f"https://{DOORMAN}/delay/1.2/healthcheck", timeout="3s")
+    url = f"https://{DOORMAN}/delay/1.2/healthcheck"
+    result = _check(lab, ca_file, url=url, timeout="3s", agent_budget="1s")
     assert result["reason"] == "slow"
     assert result["curl_code"] == 28
     assert result["duration_seconds"] > 1.2  # the run's duration, beside the budget below
     assert result["facts"]["agent_budget_seconds"] == 1.0
     assert "past the agent budget of 1000 ms" in result["detail"]
+
+
+def test_without_an_agent_budget_a_slow_answer_is_ok(
+    lab: Lab, servers: None, ca_file: Path
+) -> None:
+    """A page that answers in 1.2 s is fine when the user never asked for a budget."""
+    result = _check(lab, ca_file, url=f"https://{DOORMAN}/delay/1.2/healthcheck", timeout="3s")
+    assert result["success"], result["detail"]
+    assert result["duration_seconds"] > 1.2
+    assert result["exit_code"] == 0
 
 
 def test_agent_budget_is_configurable(lab: Lab, servers: None, ca_file: Path) -> None:

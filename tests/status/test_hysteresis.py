@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
+from exporter.status import RULES
 from exporter.status.base import Hysteresis, Verdict
 
 FAMILY = (("family", "ipv4"),)
@@ -77,3 +82,23 @@ def test_stale_results_re_evaluated_do_not_count_twice() -> None:
             [Verdict("dns_protection_state", FAMILY, "unprotected", "", fresh)]
         )
     assert _states(published) == ["unprotected"]
+
+
+def test_since_is_when_the_published_state_last_changed() -> None:
+    now = iter([100.0, 110.0, 120.0, 130.0, 140.0])
+    hysteresis = Hysteresis(2, clock=lambda: next(now))
+    [first] = hysteresis.update([_verdict("protected_encrypted")])
+    assert first.since == 100.0
+    # Pending (not published yet): the published state keeps its time.
+    assert hysteresis.update([_verdict("unprotected")])[0].since == 100.0
+    [changed] = hysteresis.update([_verdict("unprotected")])
+    assert (changed.state, changed.since) == ("unprotected", 120.0)
+    # The same state again: still since its change.
+    assert hysteresis.update([_verdict("unprotected")])[0].since == 120.0
+
+
+def test_every_rule_grades_every_state_and_only_those() -> None:
+    for rule in RULES:
+        assert set(rule.severities) == set(rule.states)
+    with pytest.raises(ValueError, match="severities must grade exactly"):
+        dataclasses.replace(RULES[0], severities={})

@@ -153,7 +153,9 @@ def test_config_validation(settings: dict, message: str) -> None:
         )
 
 
-def test_agent_budget_never_exceeds_a_shorter_timeout() -> None:
-    probe = HttpProbe.model_validate({"name": "h", "kind": "http", "url": URLS[0], "timeout": 0.5})
-    assert probe.budget == 0.5
-    assert HttpProbe.model_validate({"name": "h", "kind": "http", "url": URLS[0]}).budget == 1.0
+def test_no_agent_budget_unless_one_is_set() -> None:
+    probe = {"name": "h", "kind": "http", "url": URLS[0]}
+    assert HttpProbe.model_validate(probe).agent_budget is None
+    assert HttpProbe.model_validate({**probe, "agent_budget": "800ms"}).agent_budget == 0.8
+    with pytest.raises(ValueError, match=r"agent_budget \(1s\) must not exceed timeout"):
+        HttpProbe.model_validate({**probe, "agent_budget": "1s", "timeout": "500ms"})
