@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_PERIOD_SECONDS = 1.0
 
 
 def _discover() -> tuple[StateRule, ...]:
@@ -81,7 +82,7 @@ def evaluate(probes: Sequence[ProbeConfig], results: Mapping[str, ProbeResult]) 
 
 
 class StateTracker:
-    """Publishes the derived states: evaluates the rules every ``period`` seconds, smoothed.
+    """Publishes the derived states: evaluates the rules every second, through the hysteresis.
 
     ``latest`` gives the latest result of every probe, ``publish`` receives the states to
     export. A rule that raises is logged and retried next round; it never freezes the others.
@@ -125,5 +126,7 @@ class StateTracker:
     async def _run(self) -> None:
         while True:
             self.update()
-            # As often as the most frequent probe can bring a new result.
-            await asyncio.sleep(min((p.interval for p in self._probes), default=1.0))
+            # Every second: a state follows a new result within a second (at start too, when
+            # the first runs come in over the first interval); evaluating without new results
+            # costs little and counts for nothing (hysteresis counts evidence, not rounds).
+            await asyncio.sleep(_PERIOD_SECONDS)
