@@ -48,7 +48,7 @@ def hostile_dns_server() -> Iterator[int]:
         sock.close()
 
 
-def hostile_probe(port: int, interval: str = "200ms") -> str:
+def hostile_probe(port: int, interval: str = "1s") -> str:
     """A config line: a dns probe whose TXT check fails, quoting the hostile answer."""
     return (
         f"  - {{name: hostile, kind: dns, server: 127.0.0.1, port: {port}, interval: {interval},"

@@ -166,7 +166,7 @@ def test_a_bad_flag_is_one_line_in_the_log_format(flag: str, message: str, capsy
 
 def test_an_address_in_use_is_one_line_and_exit_3(tmp_path, listener, capsys) -> None:
     config = tmp_path / "c.yml"
-    config.write_text("probes: []\n")
+    config.write_text("allow_empty: true\nprobes: []\n")
     argv = ["--config.file", str(config), f"--web.listen-address=127.0.0.1:{listener}"]
     assert main([*argv, "--log.format=json"]) == 3
     lines = capsys.readouterr().err.splitlines()

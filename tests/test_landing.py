@@ -44,7 +44,7 @@ async def client(tmp_path: Path, ports: tuple[int, int]) -> AsyncIterator[TestCl
     with hostile_dns_server() as dns_port:
         path = tmp_path / "c.yml"
         path.write_text(
-            "defaults: {interval: 200ms, timeout: 150ms}\n"
+            "defaults: {interval: 1s, timeout: 150ms}\n"
             "states: {consecutive: 1}\n"
             "probes:\n"
             f"  - {{name: intranet, kind: tcp, host: 127.0.0.1, port: {open_port}}}\n"
