@@ -30,7 +30,9 @@ from yaml.events import Event, NodeEvent
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
-MAX_NODES = 20_000
+# About 10,000 probes written out (a probe is about nine nodes); composing up to the limit takes
+# well under a second, and validating that many probes a second or two (off the event loop).
+MAX_NODES = 100_000
 MAX_DEPTH = 32
 
 

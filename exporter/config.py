@@ -36,6 +36,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _MAX_PROBLEM_CHARS = 1000
+MAX_PROBLEMS_SHOWN = 100
 
 
 def _one_line(text: str) -> str:
@@ -53,12 +54,16 @@ class ConfigError(Exception):
 
     Messages quote what the user wrote: control characters are escaped, so each problem stays
     one line, and a password in a URL is redacted, since problems end up in logs and in the
-    answer to ``POST /-/reload``.
+    answer to ``POST /-/reload``. At most :data:`MAX_PROBLEMS_SHOWN` are kept, then a count of
+    the rest: a list of a hundred thousand wrong items is one mistake, not a 7 MB message.
     """
 
     def __init__(self, problems: Sequence[str]) -> None:
-        """Collect every problem found, not just the first, credentials in quoted URLs masked."""
-        self.problems = [redact(_one_line(problem)) for problem in problems]
+        """Collect the problems found, not just the first, credentials in quoted URLs masked."""
+        shown = [redact(_one_line(problem)) for problem in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            shown.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
+        self.problems = shown
         super().__init__("\n".join(self.problems))
 
 

@@ -50,7 +50,7 @@ def test_large_documents_within_the_cap_stop_at_the_node_limit(
     path = tmp_path / "c.yml"
     path.write_text(text)
     assert len(text) <= MAX_CONFIG_BYTES
-    assert _problem(path).startswith(f"{path}:{line}: invalid YAML: more than 20000 nodes")
+    assert _problem(path).startswith(f"{path}:{line}: invalid YAML: more than 100000 nodes")
 
 
 @pytest.mark.parametrize(
@@ -223,3 +223,24 @@ def test_huge_values_are_refused_by_length_before_any_work(tmp_path: Path) -> No
     assert (
         _problem(path) == f"{path}:2: probes[0].host: String should have at most 4096 characters"
     )
+
+
+def test_a_long_list_of_mistakes_is_a_hundred_problems_and_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n" + "  - 1\n" * 150)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert len(problems) == 101
+    assert problems[0] == f"{path}:2: probes[0]: Input should be a valid dictionary"
+    assert problems[-1] == "... and 50 more problems"
+
+
+def test_five_thousand_probes_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    probes = (
+        f"  - {{name: p{i}, kind: tcp, host: 198.18.4.{i % 250 + 1}, port: 53}}\n"
+        for i in range(5000)
+    )
+    path.write_text("probes:\n" + "".join(probes))
+    assert len(load_config(path).probes) == 5000
