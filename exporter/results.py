@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -239,10 +240,20 @@ class RunRecorder:
     for the proxy) and finishes the addresses still in flight as timeouts. Sub-results of a run
     that fans out (one per address tried) are child recorders; a ``mirrored`` child's phases
     and facts are also the run's own (the first address of a ``tcp`` probe).
+
+    ``clock`` (seconds) times the phases: ``time.monotonic``, read at the socket event, not the
+    event loop's clock (uvloop's is cached per loop iteration, in milliseconds); tests on a
+    virtual loop pass its ``time``.
     """
 
-    def __init__(self, address: str = "", mirror_to: RunRecorder | None = None) -> None:
+    def __init__(
+        self,
+        address: str = "",
+        mirror_to: RunRecorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """A run's recorder, or that of one of its addresses (``mirror_to``: its run)."""
+        self.clock = clock
         self.address = address
         self.durations: dict[str, float] = {}
         self.facts: Facts = {}
@@ -260,15 +271,15 @@ class RunRecorder:
         waiting_for: str = "",
         timed: bool = True,
     ) -> Iterator[None]:
-        """Time the block as phase ``name`` on the loop's clock (added to earlier time in it).
+        """Time the block as phase ``name`` (added to earlier time in the same phase).
 
         ``timeout_reason`` is the verdict when the run's time runs out inside the block;
         ``waiting_for`` words it ("the proxy proxy.example:3128"). With ``timed=False`` a
         block that completes adds nothing: the kind records the phase's time itself with
-        :meth:`add` (from a kernel timestamp); one that raises gets the loop's figure.
+        :meth:`add` (from a kernel timestamp); one that raises gets the clock's figure.
         """
         self.step = _Step(name, timeout_reason, waiting_for)
-        clock = asyncio.get_running_loop().time
+        clock = self.clock
         start = clock()
         try:
             yield
@@ -306,7 +317,7 @@ class RunRecorder:
 
     def endpoint(self, address: str, *, mirror: bool = False) -> RunRecorder:
         """A recorder for one address tried; ``mirror``: its phases and facts are the run's."""
-        child = RunRecorder(address, mirror_to=self if mirror else None)
+        child = RunRecorder(address, mirror_to=self if mirror else None, clock=self.clock)
         self._children.append(child)
         return child
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exporter.probes import KINDS
 from exporter.probes.base import ProbeConfig
@@ -20,10 +20,12 @@ from exporter.results import FailureReason, ProbeResult, RunRecorder, reason_for
 START_SPACING_SECONDS = 0.01
 
 
-async def execute(config: ProbeConfig) -> ProbeResult:
-    """Run one probe once, bounded by its timeout; every outcome becomes a ProbeResult."""
-    clock = asyncio.get_running_loop().time
-    recorder = RunRecorder()
+async def execute(config: ProbeConfig, clock: Callable[[], float] = time.monotonic) -> ProbeResult:
+    """Run one probe once, bounded by its timeout; every outcome becomes a ProbeResult.
+
+    ``clock`` times the run and its phases (seconds); tests on a virtual loop pass its ``time``.
+    """
+    recorder = RunRecorder(clock=clock)
     deadline = asyncio.timeout(config.timeout)
     started = clock()
     reason: FailureReason | None = None

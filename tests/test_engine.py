@@ -79,6 +79,11 @@ def _probe(name: str, seconds: float, interval: float = 1.0, timeout: float = 1.
     return SleepProbe(name=name, kind="sleep", seconds=seconds, interval=interval, timeout=timeout)
 
 
+async def _execute(probe: ProbeConfig) -> ProbeResult:
+    """One run timed on the virtual clock (production runs are timed with time.monotonic)."""
+    return await execute(probe, clock=asyncio.get_running_loop().time)
+
+
 class Results:
     """What the engine recorded, by probe."""
 
@@ -111,7 +116,7 @@ def _run_engine(
 
 
 def test_execute_turns_a_timeout_into_a_labelled_result(sleeper: Sleeper) -> None:
-    result = run_virtual(lambda: execute(_probe("slow", seconds=5, timeout=0.05)))
+    result = run_virtual(lambda: _execute(_probe("slow", seconds=5, timeout=0.05)))
     assert not result.success
     assert result.reason == FailureReason.TIMEOUT
     assert result.detail == "timed out after 50 ms in the wait phase"
@@ -243,7 +248,7 @@ def test_a_timeout_keeps_the_kinds_verdict_phases_and_endpoints(
     kind = ProbeKind(name="hang", config=HangProbe, run=run, facts={})
     monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index, unused-ignore]
     probe = HangProbe(name="h", kind="hang", timeout=2)
-    result = run_virtual(lambda: execute(probe))
+    result = run_virtual(lambda: _execute(probe))
     assert (result.reason, result.detail) == (reason, detail)
     assert result.phases.get("connect", 0) == pytest.approx(2.0)
 
@@ -253,7 +258,7 @@ def test_addresses_in_flight_at_the_timeout_are_timeouts_in_their_phase(
 ) -> None:
     kind = ProbeKind(name="hang", config=HangProbe, run=_fan_out, facts={})
     monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index, unused-ignore]
-    result = run_virtual(lambda: execute(HangProbe(name="h", kind="hang", timeout=2)))
+    result = run_virtual(lambda: _execute(HangProbe(name="h", kind="hang", timeout=2)))
     silent, refused = result.endpoints
     assert (silent.address, silent.reason) == ("192.0.2.1", FailureReason.TIMEOUT)
     assert silent.phases == {"connect": pytest.approx(2.0)}

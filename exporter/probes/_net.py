@@ -261,8 +261,12 @@ def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> PeerCe
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    if not der:
-        return None
+    return _certificate_facts(der) if der else None
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_facts(der: bytes) -> PeerCertificate:
+    """The facts of a DER certificate; a server shows the same one run after run, so cached."""
     cert = x509.load_der_x509_certificate(der)
     return PeerCertificate(
         issuer=cert.issuer.rfc4514_string(),

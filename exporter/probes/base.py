@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -108,8 +108,9 @@ def _check_ip(value: str) -> str:
         raise ValueError(f"'{value}' is not an IP address") from None
 
 
+@lru_cache(maxsize=4096)
 def is_ip(host: str) -> bool:
-    """Tell whether ``host`` is an IP literal (so it needs no resolution)."""
+    """Tell whether ``host`` is an IP literal (so it needs no resolution); cached per host."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

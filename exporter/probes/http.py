@@ -167,7 +167,7 @@ class HttpProbe(ProbeConfig, _resolution.Resolution):
 
 async def run(config: HttpProbe, recorder: RunRecorder) -> None:
     """Fetch the URL (following redirects only if configured) and check the answer."""
-    clock = asyncio.get_running_loop().time
+    clock = recorder.clock
     started = clock()
     budget = config.agent_budget
     if budget is not None:
