@@ -140,6 +140,7 @@ class Tracer:
         if key in self._tasks:
             return  # still tracing it: that trace answers this turn too
         watch.owed, watch.traced_at = False, now
+        log.debug("tracing probe=%s address=%s", probe.name, address)
         task = asyncio.create_task(self._run(probe, address), name=f"trace:{probe.name}")
         self._tasks[key] = task
         task.add_done_callback(lambda done: self._done(key, done))

@@ -96,8 +96,8 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
 
 
 # Namespaces of a lab: eg<c|f|s><pid> for client, firewall and cloud, egc<pid>x<n> for more
-# clients. A killed run's are found by the pid.
-LAB_NAMESPACE = re.compile(r"eg[cfs](\d+)(?:x\d+)?")
+# clients, egt<pid><a|b|c|s> for the chain of lab.chain. A killed run's are found by the pid.
+LAB_NAMESPACE = re.compile(r"eg[cfst](\d+)(?:x\d+|[abcs])?")
 
 
 @dataclass(frozen=True)
