@@ -142,8 +142,8 @@ class Chain:
         self.ns(router, "nft", "delete", "table", "inet", "path", check=False)
 
     @contextlib.contextmanager
-    def serving(self, *argv: str) -> Iterator[None]:
-        """Run a server in the cloud for the block's duration (``argv``: its command)."""
+    def serving(self, *argv: str, tcp_port: int) -> Iterator[None]:
+        """Run a server in the cloud (``argv``: its command), listening on TCP ``tcp_port``."""
         with (self.workdir / f"server-{len(self._processes)}.log").open("wb") as log:
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.cloud, *argv],
@@ -153,9 +153,23 @@ class Chain:
             )
         self._processes.append(proc)
         try:
+            self._wait_listening(proc, tcp_port)
             yield
         finally:
             self._stop(proc)
+
+    def _wait_listening(
+        self, proc: subprocess.Popen[bytes], port: int, timeout: float = 10
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+            listening = self.ns(self.cloud, "ss", "-H", "-ltn").stdout
+            if any(line.split()[3].endswith(f":{port}") for line in listening.splitlines()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nothing listens on TCP {port} in {self.cloud}")
 
     def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
