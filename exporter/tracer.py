@@ -10,9 +10,14 @@ started during an outage learns where too.
 **How often.** At most once per ``trace.min_interval`` (default 10 min) per probe and address.
 A turn inside that interval is not forgotten: the address is traced at its first failing run
 after the interval, unless it answers again meanwhile. At most :data:`MAX_CONCURRENT_TRACES`
-traces run at once; the others wait. A trace is a task of its own beside the probe runs, never
-in the engine's way: it opens at most ``_trace.WINDOW`` sockets at a time and ends within
-``_trace.bound_seconds`` (max_hops, the per-hop wait: the probe's timeout, at most 2 s).
+traces run at once, and they start at least :data:`TRACE_SPACING_SECONDS` apart; the others
+wait. The spacing is for the routers: every trace asks each router on the shared part of the
+path for one ICMP error, and routers rate-limit those per destination (Linux:
+``net.ipv4.icmp_ratelimit``, one a second after a burst of six), so a burst of traces after a
+wide outage would otherwise find hops silent that only ran out of tokens, and name a last hop
+too early. A trace is a task of its own beside the probe runs, never in the engine's way: it
+opens at most ``_trace.WINDOW`` sockets at a time and ends within ``_trace.bound_seconds``
+(max_hops, the per-hop wait: the probe's timeout, at most 2 s).
 
 **What it publishes.** The latest trace of any of a probe's addresses, while that address
 still fails; ``None`` once no address of the probe fails on the path any more, so the path
@@ -26,9 +31,10 @@ of the ``check`` table, the landing page and the logs) say what a trace found.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +55,7 @@ PATH_REASONS = frozenset(
     }
 )
 MAX_CONCURRENT_TRACES = 4
+TRACE_SPACING_SECONDS = 1.0
 
 Publish = Callable[[str, PathTrace | None], None]
 TraceAddress = Callable[[ProbeConfig, str], Awaitable[PathTrace]]
@@ -74,6 +81,28 @@ def _on_path(tried: Mapping[str, FailureReason | None]) -> list[str]:
     return [address for address, reason in tried.items() if reason in PATH_REASONS]
 
 
+class TraceGate:
+    """At most ``concurrency`` traces at once, their starts at least ``spacing`` seconds apart."""
+
+    def __init__(
+        self, concurrency: int = MAX_CONCURRENT_TRACES, spacing: float = TRACE_SPACING_SECONDS
+    ) -> None:
+        """A gate nobody has passed yet."""
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._spacing = spacing
+        self._next_start = -math.inf
+
+    @contextlib.asynccontextmanager
+    async def passage(self) -> AsyncIterator[None]:
+        """Wait for a free place and for the start after the previous one's, then hold it."""
+        async with self._semaphore:
+            loop = asyncio.get_running_loop()
+            start = max(loop.time(), self._next_start)
+            self._next_start = start + self._spacing
+            await asyncio.sleep(start - loop.time())
+            yield
+
+
 @dataclass
 class _Watch:
     """One address of a probe: failing now, a trace owed, and when it was last traced."""
@@ -92,15 +121,12 @@ class Tracer:
     """
 
     def __init__(
-        self,
-        publish: Publish,
-        max_concurrency: int = MAX_CONCURRENT_TRACES,
-        trace: TraceAddress = trace_address,
+        self, publish: Publish, gate: TraceGate | None = None, trace: TraceAddress = trace_address
     ) -> None:
-        """Nothing is traced until :meth:`apply`."""
+        """Nothing is traced until :meth:`apply`; ``gate`` bounds how many and how often."""
         self._publish = publish
         self._trace = trace
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._gate = gate or TraceGate()
         self._probes: dict[str, ProbeConfig] = {}
         self._watches: dict[str, dict[str, _Watch]] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -160,7 +186,7 @@ class Tracer:
                 del watches[address]
 
     async def _run(self, probe: ProbeConfig, address: str) -> None:
-        async with self._semaphore:
+        async with self._gate.passage():
             path = await self._trace(probe, address)
         log.info(
             "probe=%s address=%s path verdict=%s: %s",
@@ -191,28 +217,34 @@ class Tracer:
 async def trace_failures(
     probes: Mapping[str, ProbeConfig],
     results: Iterable[ProbeResult],
-    max_concurrency: int = MAX_CONCURRENT_TRACES,
+    gate: TraceGate | None = None,
     trace: TraceAddress = trace_address,
 ) -> dict[str, dict[str, PathTrace]]:
     """Trace every address that failed on the path (``check``): probe -> address -> trace.
 
-    No interval applies; at most ``max_concurrency`` traces run at once.
+    No interval applies; the gate (by default :class:`TraceGate`'s) bounds how many and how
+    often. A trace that fails unexpectedly is logged with its traceback and left out.
     """
-    semaphore = asyncio.Semaphore(max_concurrency)
+    gate = gate or TraceGate()
     jobs = [
         (probes[result.probe], address)
         for result in results
         for address in failing_addresses(probes[result.probe], result)
     ]
 
-    async def bounded(probe: ProbeConfig, address: str) -> PathTrace:
-        async with semaphore:
-            return await trace(probe, address)
+    async def gated(probe: ProbeConfig, address: str) -> PathTrace | None:
+        async with gate.passage():
+            try:
+                return await trace(probe, address)
+            except Exception:
+                log.exception("path trace of %s to %s failed", probe.name, address)
+                return None
 
-    paths = await asyncio.gather(*(bounded(probe, address) for probe, address in jobs))
+    paths = await asyncio.gather(*(gated(probe, address) for probe, address in jobs))
     found: dict[str, dict[str, PathTrace]] = {}
     for (probe, address), path in zip(jobs, paths, strict=True):
-        found.setdefault(probe.name, {})[address] = path
+        if path is not None:
+            found.setdefault(probe.name, {})[address] = path
     return found
 
 

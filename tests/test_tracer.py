@@ -9,7 +9,8 @@ run on loopback (tests/probes/test_trace.py) and in the namespace chain
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import itertools
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from exporter.probes.base import ProbeConfig, TraceSettings
 from exporter.probes.dns import DnsProbe
 from exporter.probes.tcp import TcpProbe
 from exporter.results import EndpointResult, FailureReason, ProbeResult
-from exporter.tracer import Tracer, path_json, summary, trace_failures
+from exporter.tracer import TraceGate, Tracer, path_json, summary, trace_failures
 
 MINUTE = 60.0
 
@@ -81,10 +82,12 @@ class Published:
 Scenario = Callable[[Tracer, FakeTraces, Published], Coroutine[Any, Any, None]]
 
 
-def _run(scenario: Scenario, probes: list[ProbeConfig], seconds: float = 1.0, **kw: Any) -> None:
+def _run(
+    scenario: Scenario, probes: Sequence[ProbeConfig], seconds: float = 1.0, concurrency: int = 4
+) -> None:
     async def main() -> None:
         traces, published = FakeTraces(seconds), Published()
-        tracer = Tracer(published, trace=traces, **kw)
+        tracer = Tracer(published, TraceGate(concurrency), trace=traces)
         tracer.apply(probes)
         try:
             await scenario(tracer, traces, published)
@@ -186,7 +189,7 @@ def test_a_probe_without_trace_enabled_is_never_traced() -> None:
     _run(scenario, [_dns(enabled=False)])
 
 
-def test_at_most_max_concurrency_traces_run_at_once() -> None:
+def test_traces_run_a_few_at_once_and_start_a_second_apart() -> None:
     probes = [_dns(f"d{n}") for n in range(10)]
 
     async def scenario(tracer: Tracer, traces: FakeTraces, published: Published) -> None:
@@ -195,9 +198,23 @@ def test_at_most_max_concurrency_traces_run_at_once() -> None:
         await _at(60)
         assert len(traces.calls) == 10
         assert traces.max_in_flight == 2
+        starts = [when for _, _, when in traces.calls]
+        assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(starts))
         assert published.count == 10
 
-    _run(scenario, probes, seconds=3.0, max_concurrency=2)
+    _run(scenario, probes, seconds=3.0, concurrency=2)
+
+
+def test_a_quick_burst_of_traces_is_paced_by_the_spacing_alone() -> None:
+    probes = [_dns(f"d{n}") for n in range(4)]
+
+    async def scenario(tracer: Tracer, traces: FakeTraces, _: Published) -> None:
+        for probe in probes:
+            tracer.observe(_result(probe.name, FailureReason.TIMEOUT))
+        await _at(10)
+        assert [when for _, _, when in traces.calls] == [0.0, 1.0, 2.0, 3.0]
+
+    _run(scenario, probes, seconds=0.1)
 
 
 def test_the_path_is_dropped_when_the_probe_answers_again() -> None:
@@ -359,3 +376,18 @@ def test_path_json_has_the_issues_shape() -> None:
         "icmp": {"type": 3, "code": 13, "name": "ICMP communication administratively prohibited"},
         "rtt_seconds": 0.001235,
     }
+
+
+def test_check_leaves_out_a_trace_that_fails_unexpectedly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken(probe: ProbeConfig, address: str) -> PathTrace:
+        raise RuntimeError(f"a bug tracing {probe.name} to {address}")
+
+    async def main() -> dict[str, dict[str, PathTrace]]:
+        probes = {"a": _dns("a")}
+        return await trace_failures(probes, [_result("a", FailureReason.TIMEOUT)], trace=broken)
+
+    assert run_virtual(main) == {}
+    assert "path trace of a to 192.0.2.53 failed" in caplog.text
+    assert "RuntimeError: a bug tracing a to 192.0.2.53" in caplog.text
