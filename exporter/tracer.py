@@ -16,8 +16,9 @@ path for one ICMP error, and routers rate-limit those per destination (Linux:
 ``net.ipv4.icmp_ratelimit``, one a second after a burst of six), so a burst of traces after a
 wide outage would otherwise find hops silent that only ran out of tokens, and name a last hop
 too early. A trace is a task of its own beside the probe runs, never in the engine's way: it
-opens at most ``_trace.WINDOW`` sockets at a time and ends within ``_trace.bound_seconds``
-(max_hops, the per-hop wait: the probe's timeout, at most 2 s).
+opens at most ``_trace.WINDOW`` sockets at a time and ends within the bound
+:func:`exporter.probes._trace.trace` gives (14 s for 30 hops at the 2 s cap of the per-hop
+wait, which is the probe's timeout).
 
 **What it publishes.** The latest trace of any of a probe's addresses, while that address
 still fails; ``None`` once no address of the probe fails on the path any more, so the path
