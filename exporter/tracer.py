@@ -167,7 +167,6 @@ class Tracer:
         if key in self._tasks:
             return  # still tracing it: that trace answers this turn too
         watch.owed, watch.traced_at = False, now
-        log.debug("tracing probe=%s address=%s", probe.name, address)
         task = asyncio.create_task(self._run(probe, address), name=f"trace:{probe.name}")
         self._tasks[key] = task
         task.add_done_callback(lambda done: self._done(key, done))
@@ -188,6 +187,11 @@ class Tracer:
 
     async def _run(self, probe: ProbeConfig, address: str) -> None:
         async with self._gate.passage():
+            # The interval counts from the start, however long the trace waited at the gate.
+            watch = self._watches.get(probe.name, {}).get(address)
+            if watch is not None:
+                watch.traced_at = asyncio.get_running_loop().time()
+            log.debug("tracing probe=%s address=%s", probe.name, address)
             path = await self._trace(probe, address)
         log.info(
             "probe=%s address=%s path verdict=%s: %s",

@@ -391,3 +391,24 @@ def test_check_leaves_out_a_trace_that_fails_unexpectedly(
     assert run_virtual(main) == {}
     assert "path trace of a to 192.0.2.53 failed" in caplog.text
     assert "RuntimeError: a bug tracing a to 192.0.2.53" in caplog.text
+
+
+def test_the_interval_counts_from_a_trace_that_waited_at_the_gate() -> None:
+    probes = [_dns("a", min_interval=MINUTE), _dns("b", min_interval=MINUTE)]
+
+    async def scenario(tracer: Tracer, traces: FakeTraces, _: Published) -> None:
+        tracer.observe(_result("a", FailureReason.TIMEOUT))  # traced at 0 for 30 s
+        tracer.observe(_result("b", FailureReason.TIMEOUT))  # waits at the gate until 30
+        await _at(31)
+        tracer.observe(_result("b", None))
+        for second in (40, 61, 89, 90):
+            await _at(second)
+            tracer.observe(_result("b", FailureReason.TIMEOUT))  # turned at 40: owed
+        await _at(91)
+        assert [(name, when) for name, _, when in traces.calls] == [
+            ("a", 0.0),
+            ("b", 30.0),
+            ("b", 90.0),
+        ]
+
+    _run(scenario, probes, seconds=30.0, concurrency=1)
