@@ -5,6 +5,8 @@ same for IPv6. ``check`` and the exporter run in the client as ``nobody`` with e
 dropped (setpriv), so each trace here also proves that no privilege is needed. Router 2 drops
 or rejects in its forward chain, router 1 resets; the cloud answers what nothing listens on
 with RST and port unreachable, and holds a listener on TCP 443 that never answers a query.
+The vendor presets are traced in the main lab too, through its firewall and its default ICMP
+rate limits.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import require
+from conftest import UMBRELLA_RESOLVERS, require
 
-from lab import missing_requirements
+from lab import FW_CLIENT_V4, Lab, missing_requirements
 from lab.chain import CLOUD_V4, CLOUD_V6, HOPS_V4, HOPS_V6, Chain, build_chain
 
 pytestmark = pytest.mark.lab
@@ -205,3 +207,19 @@ def test_traces_never_run_more_often_than_configured(chain: Chain) -> None:
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(starts)]
     # Log stamps are wall-clock milliseconds; the interval is kept on the loop's clock.
     assert min(gaps) >= MIN_INTERVAL - 0.01, gaps
+
+
+def test_the_presets_trace_their_failing_probes_through_a_real_firewall(
+    lab: Lab, umbrella: None, umbrella_dns_config: dict[str, Any]
+) -> None:
+    """The lab's firewall (hop 1) keeps the kernel's ICMP rate limits: the spacing copes."""
+    resolvers = "{ " + ", ".join(UMBRELLA_RESOLVERS) + " }"
+    with lab.firewall(f"ip daddr {resolvers} udp dport {{ 53, 443 }} drop"):
+        report = lab.check(umbrella_dns_config, trace=True)
+    traced = {p["name"]: p["path"] for p in report["probes"] if p["path"] is not None}
+    failed = {p["name"] for p in report["probes"] if not p["success"]}
+    assert failed == set(traced)
+    assert len(traced) == 4  # UDP 53 and 443 to both IPv4 resolvers; TCP still answers
+    for name, path in traced.items():
+        assert path["summary"] == f"dropped after hop 1, {FW_CLIENT_V4}", name
+        assert path["protocol"] == "udp"
