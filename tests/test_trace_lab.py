@@ -68,7 +68,7 @@ def _dns(name: str, destination: str, protocol: str, port: int) -> dict[str, Any
         "protocol": protocol,
         "port": port,
         "query": {"name": "example.com"},
-        "timeout": "1s",
+        "timeout": "500ms",
         "trace": _trace(),
     }
 
@@ -79,7 +79,7 @@ def _tcp(name: str, destination: str, port: int) -> dict[str, Any]:
         "kind": "tcp",
         "host": destination,
         "port": port,
-        "timeout": "1s",
+        "timeout": "500ms",
         "trace": _trace(),
     }
 
