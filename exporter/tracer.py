@@ -191,15 +191,17 @@ class Tracer:
             watch = self._watches.get(probe.name, {}).get(address)
             if watch is not None:
                 watch.traced_at = asyncio.get_running_loop().time()
-            log.debug("tracing probe=%s address=%s", probe.name, address)
+            log.debug("path trace started", extra={"probe": probe.name, "address": address})
             path = await self._trace(probe, address)
-        log.info(
-            "probe=%s address=%s path verdict=%s: %s",
-            probe.name,
-            address,
-            path.verdict,
-            summary(path),
-        )
+        last = path.last_hop
+        fields = {
+            "probe": probe.name,
+            "address": address,
+            "verdict": str(path.verdict),
+            "last_hop": None if last is None else last.address,
+            "path": summary(path),
+        }
+        log.info("path traced", extra=fields)
         watch = self._watches.get(probe.name, {}).get(address)
         if watch is not None and watch.failing:
             self._publish(probe.name, path)
@@ -208,7 +210,8 @@ class Tracer:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled() and task.exception() is not None:
-            log.error("path trace of %s to %s failed", *key, exc_info=task.exception())
+            fields = {"probe": key[0], "address": key[1]}
+            log.error("path trace failed", extra=fields, exc_info=task.exception())
 
     async def stop(self) -> None:
         """Cancel the traces in flight and wait for them."""
@@ -242,7 +245,8 @@ async def trace_failures(
             try:
                 return await trace(probe, address)
             except Exception:
-                log.exception("path trace of %s to %s failed", probe.name, address)
+                fields = {"probe": probe.name, "address": address}
+                log.exception("path trace failed", extra=fields)
                 return None
 
     paths = await asyncio.gather(*(gated(probe, address) for probe, address in jobs))

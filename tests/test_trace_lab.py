@@ -173,7 +173,9 @@ def test_check_runs_as_nobody_without_any_capability(chain: Chain) -> None:
         assert int(fields[capabilities], 16) == 0, capabilities
 
 
-STARTED = re.compile(r"time=(\S+)Z level=debug source=exporter.tracer msg=\"tracing probe=flaps")
+STARTED = re.compile(
+    r'time=(\S+)Z level=debug source=exporter.tracer msg="path trace started" probe=flaps '
+)
 MIN_INTERVAL = 3.0
 
 

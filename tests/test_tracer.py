@@ -389,7 +389,8 @@ def test_check_leaves_out_a_trace_that_fails_unexpectedly(
         return await trace_failures(probes, [_result("a", FailureReason.TIMEOUT)], trace=broken)
 
     assert run_virtual(main) == {}
-    assert "path trace of a to 192.0.2.53 failed" in caplog.text
+    [record] = [r for r in caplog.records if r.getMessage() == "path trace failed"]
+    assert (vars(record)["probe"], vars(record)["address"]) == ("a", "192.0.2.53")
     assert "RuntimeError: a bug tracing a to 192.0.2.53" in caplog.text
 
 
