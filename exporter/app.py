@@ -15,8 +15,10 @@ from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, ConfigError, load
 from exporter.looplag import LoopLag
 from exporter.redact import redact
+from exporter.results import ProbeResult
 from exporter.scheduler import Engine
 from exporter.status import StateTracker
+from exporter.tracer import Tracer
 
 log = logging.getLogger(__name__)
 # The text format's media type (Prometheus' exposition formats, 0.0.4).
@@ -36,14 +38,16 @@ def telemetry_path_problem(path: str) -> str | None:
 class Runtime:
     """The running exporter: its config's source, the results, and the tasks that fill them.
 
-    Three jobs, three owners: the :class:`Engine` schedules probe runs into the store, the
-    :class:`StateTracker` derives the protection states from the store, :class:`LoopLag`
-    measures how late the event loop runs.
+    Four jobs, four owners: the :class:`Engine` schedules probe runs into the store, the
+    :class:`Tracer` traces the path of an address that starts failing (it sees each result
+    after the store), the :class:`StateTracker` derives the protection states from the store,
+    :class:`LoopLag` measures how late the event loop runs.
     """
 
     config_file: str | None
     store: ResultStore
     engine: Engine
+    tracer: Tracer
     states: StateTracker
     lag: LoopLag
     config: Config | None = None
@@ -55,9 +59,15 @@ class Runtime:
         """A runtime whose parts are wired to one store; nothing runs until :meth:`apply`."""
         lag = LoopLag()
         store = ResultStore(loop_lag=lag.take)
-        engine = Engine(store.record, max_concurrency)
+        tracer = Tracer(store.record_path)
+
+        def record(result: ProbeResult) -> None:
+            store.record(result)
+            tracer.observe(result)
+
+        engine = Engine(record, max_concurrency)
         states = StateTracker(store.latest, store.publish)
-        return cls(config_file, store, engine, states, lag)
+        return cls(config_file, store, engine, tracer, states, lag)
 
     def apply(self, config: Config) -> None:
         """Run ``config`` from now on."""
@@ -65,6 +75,7 @@ class Runtime:
             self.lag.start()
         self.config = config
         self.store.configure(config)
+        self.tracer.apply(config.probes)
         self.engine.apply(config.probes)
         self.states.apply(config.probes, config.states.consecutive)
         log.info("configuration loaded: %d probes from %s", len(config.probes), config.source)
@@ -72,10 +83,11 @@ class Runtime:
             log.warning("%s", warning)
 
     async def stop(self) -> None:
-        """Stop probing, deriving and measuring."""
+        """Stop probing, tracing, deriving and measuring."""
         self.lag.stop()
         await self.states.stop()
         await self.engine.stop()
+        await self.tracer.stop()
 
     async def reload(self) -> str | None:
         """Apply the config afresh; on any error keep the running one and return the error.

@@ -33,6 +33,7 @@ from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
 from exporter.runner import run_all_once
 from exporter.status import evaluate
+from exporter.tracer import trace_failures
 from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
 from exporter.websecurity import (
     HANDLER_ARGS,
@@ -225,6 +226,14 @@ def _check_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Show every probe in full: detail, phases, facts, every address.",
     )
+    parser.add_argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="Do not trace the path to failing addresses (by default each address that fails "
+        "with timeout, network_unreachable, connection_refused or proxy_connect_failed is "
+        "traced when its probe has trace enabled, as the presets' have: about a second each).",
+    )
     return parser
 
 
@@ -285,7 +294,7 @@ def _check_main(args: argparse.Namespace) -> int:
         colour=out.isatty() and "NO_COLOR" not in os.environ,  # no-color.org
         verbose=args.verbose,
     )
-    return asyncio.run(_check(config, args.output, args.max_concurrency, out, style))
+    return asyncio.run(_check(config, args, out, style))
 
 
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
@@ -331,12 +340,15 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
 
 
 async def _check(
-    config: Config, output: str, max_concurrency: int, out: TextIO, style: report.Style
+    config: Config, args: argparse.Namespace, out: TextIO, style: report.Style
 ) -> int:
-    results = await run_all_once(config.probes, max_concurrency)
+    """Run every probe once, trace the failing addresses (unless ``--no-trace``), report."""
+    results = await run_all_once(config.probes, args.max_concurrency)
     verdicts = evaluate(config.probes, {r.probe: r for r in results})
-    items = report.entries(config, results, verdicts)
-    if output == "json":
+    probes = {probe.name: probe for probe in config.probes}
+    paths = await trace_failures(probes, results) if args.trace else {}
+    items = report.entries(config, results, verdicts, paths)
+    if args.output == "json":
         json.dump(report.as_json(items, verdicts), out, indent=2)
         out.write("\n")
     else:

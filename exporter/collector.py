@@ -23,6 +23,14 @@ info-metric pattern); this keeps a probe's exposition under 2 KB and 20 series:
   bounds them; pre-creating all twenty would cost twenty series per probe).
 - ``egress_probe_endpoints``: addresses tried in the last run;
   ``egress_probe_endpoint_failures{reason}``: how many of them failed, by reason.
+- ``egress_path_hops``: the TTL of the last hop that answered in the probe's latest path trace
+  (0 when none did); ``egress_path_info{verdict, last_hop}`` = 1: how that trace ended
+  (``reached``, ``silent_after``, ``rejected_by``, ``rst``) and the address of that hop (empty
+  when none answered). ``last_hop`` comes from an ICMP sender, so it is not bounded by the
+  config; the series stays one per probe because it is *replaced* when the trace changes,
+  never added to. Both exist only for a probe whose failing address was traced
+  (``exporter.tracer``: timeout, unreachable, refused) and go when no address of it fails on
+  the path any more.
 - ``egress_<kind>_<fact>``: numeric facts a kind declares (rcode, certificate expiry...),
   present when the last run learnt them.
 - ``egress_<state>_state{<rule label>, state}``: derived states as state sets (1 = current).
@@ -55,6 +63,7 @@ from exporter import __version__, events
 from exporter.config import Config
 from exporter.history import History
 from exporter.probes import KINDS
+from exporter.probes._trace import PathTrace
 from exporter.probes.base import ProbeConfig
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import RULES, Verdict
@@ -119,6 +128,17 @@ ENDPOINT_FAILURES = Family(
     "gauge",
     "Addresses that failed in the last run, by failure reason.",
 )
+PATH_HOPS = Family(
+    "egress_path_hops",
+    "gauge",
+    "TTL of the last hop that answered in the latest path trace of a failing address (0: none).",
+)
+PATH_INFO = Family(
+    "egress_path_info",
+    "gauge",
+    "How the latest path trace of a failing address ended (verdict: reached, silent_after, "
+    "rejected_by, rst) and the last hop that answered (value 1; replaced when it changes).",
+)
 # (kind, fact) -> its family: the numeric facts every kind declares.
 FACTS: dict[tuple[str, str], Family] = {
     (kind.name, fact): Family(f"egress_{kind.name}_{fact}", "gauge", help_text)
@@ -138,6 +158,8 @@ PROBE_FAMILIES: tuple[Family, ...] = (
     FAILURES,
     ENDPOINTS,
     ENDPOINT_FAILURES,
+    PATH_HOPS,
+    PATH_INFO,
     *FACTS.values(),
 )
 _POSITION = {family.name: index for index, family in enumerate(PROBE_FAMILIES)}
@@ -154,7 +176,9 @@ _POSITION = {family.name: index for index, family in enumerate(PROBE_FAMILIES)}
     _FAILURES,
     _ENDPOINTS,
     _ENDPOINT_FAILURES,
-) = range(12)
+    _PATH_HOPS,
+    _PATH_INFO,
+) = range(14)
 
 
 def label_value(value: str) -> str:
@@ -196,6 +220,7 @@ class ProbeRecord:
         self.failures: Counter[FailureReason] = Counter()
         self.last_success_at: float | None = None
         self.last_failure: ProbeResult | None = None
+        self.path: PathTrace | None = None
         me = f'probe="{label_value(config.name)}"'
         # "name{probe="x"" per family: a series is that, ",extra" when it has more labels, "}".
         self._starts = [f"{family.name}{{{me}" for family in PROBE_FAMILIES]
@@ -221,6 +246,11 @@ class ProbeRecord:
         else:
             self.failures[result.reason or FailureReason.INTERNAL_ERROR] += 1
             self.last_failure = result
+        self.render()
+
+    def record_path(self, path: PathTrace | None) -> None:
+        """Keep the latest path trace (None: the probe no longer fails on the path)."""
+        self.path = path
         self.render()
 
     def render(self) -> None:
@@ -253,7 +283,16 @@ class ProbeRecord:
                 index = self._facts.get(fact)
                 if index is not None and isinstance(value, int | float):
                     put(index, float(value))
+        if self.path is not None:
+            self._render_path(self.path, put)
         self.lines = lines
+
+    @staticmethod
+    def _render_path(path: PathTrace, put: Callable[[int, float, str], None]) -> None:
+        hop = path.last_hop
+        put(_PATH_HOPS, 0 if hop is None else hop.ttl, "")
+        address = "" if hop is None or hop.address is None else hop.address
+        put(_PATH_INFO, 1, f',verdict="{path.verdict}",last_hop="{label_value(address)}"')
 
     @staticmethod
     def _render_endpoints(last: ProbeResult, put: Callable[[int, float, str], None]) -> None:
@@ -304,10 +343,20 @@ class ResultStore:
         record = self.records.get(result.probe)
         if record is not None:
             record.record(result)
-            index = self._index[result.probe]
-            for column, line in zip(self.columns, record.lines, strict=True):
-                column[index] = line
-            self.generation += 1
+            self._rendered(result.probe, record)
+
+    def record_path(self, probe: str, path: PathTrace | None) -> None:
+        """Store a probe's latest path trace, or drop it (None); unknown probes are ignored."""
+        record = self.records.get(probe)
+        if record is not None and record.path != path:
+            record.record_path(path)
+            self._rendered(probe, record)
+
+    def _rendered(self, probe: str, record: ProbeRecord) -> None:
+        index = self._index[probe]
+        for column, line in zip(self.columns, record.lines, strict=True):
+            column[index] = line
+        self.generation += 1
 
     def publish(self, states: list[Verdict]) -> None:
         """Replace the derived states (logging those that changed)."""

@@ -2,8 +2,9 @@
 
 ``/`` answers the question first: the protection states (per family, per proxy, per path) as
 coloured tiles with their WHY and since when; then the failing probes with reason, fix hint,
-target and since when; then the rest. Each probe links to ``probes/<name>``: its latest result
-and latest failure in full, its last runs and the failures kept apart from them (like
+target, since when and where the path breaks (:func:`exporter.tracer.summary`); then the rest.
+Each probe links to ``probes/<name>``: its latest result and latest failure in full, its latest
+path trace hop by hop, its last runs and the failures kept apart from them (like
 blackbox_exporter's recent-probes log), from :class:`exporter.history.History`.
 
 Everything is one HTML document with inline CSS: no script, no external asset (the
@@ -25,9 +26,11 @@ from exporter import __version__
 from exporter.collector import ProbeRecord, ResultStore
 from exporter.history import Run
 from exporter.probes import KINDS
+from exporter.probes._trace import Hop, PathTrace
 from exporter.redact import printable
 from exporter.results import EndpointResult, ProbeResult, curl_code, fix_hint
 from exporter.status import Severity, Verdict, severity, verdict_of
+from exporter.tracer import summary
 
 PROBE_PREFIX = "/probes/"
 HEADERS = {
@@ -210,12 +213,14 @@ def _failing(records: Sequence[ProbeRecord], now: float) -> str:
             f'<td class="long">{_e(record.config.target)}</td>'
             f"<td>{_since(record.history.since, now)}</td>"
             f'<td class="long">{_e(last.detail)}</td><td>{_e(fix_hint(last.reason) or "")}</td>'
+            f'<td class="long">{_e(summary(record.path)) if record.path else ""}</td>'
             "</tr>"
         )
     return (
         head + "<table><thead><tr><th>probe</th><th>reason</th><th>target</th><th>since</th>"
-        "<th>detail</th><th>fix</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        "</section>"
+        "<th>detail</th><th>fix</th><th>path</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></section>"
     )
 
 
@@ -280,6 +285,8 @@ def probe_page(site: Site, name: str, now: float | None = None) -> str | None:
     )
     if record.last_failure is not None and record.last_failure is not record.last:
         body += _latest(record, "Latest failure", record.last_failure, now)
+    if record.path is not None:
+        body += _path(record.path)
     body += _runs(
         record,
         f"Last {len(record.history.runs)} runs, newest first",
@@ -319,6 +326,28 @@ def _endpoint(endpoint: EndpointResult) -> str:
     verdict = "ok" if endpoint.success else _e(endpoint.reason)
     phases = ", ".join(f"{_e(k)} {_ms(v)}" for k, v in endpoint.phases.items())
     return f"{verdict}: {_e(endpoint.detail)}" + (f" ({phases})" if phases else "")
+
+
+def _path(path: PathTrace) -> str:
+    """The latest path trace: where it breaks, then every hop (empty cells: silence)."""
+    target = path.target
+    to = f"{target.address} port {target.port} ({target.protocol})"
+    rows = "".join(_hop_row(hop) for hop in path.hops)
+    return (
+        f"<h3>Latest path trace</h3>{_definitions([('to', _e(to)), ('path', _e(summary(path)))])}"
+        "<table><thead><tr><th>hop</th><th>address</th><th>answer</th><th>ICMP</th>"
+        f"<th>round trip</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _hop_row(hop: Hop) -> str:
+    icmp = "" if hop.icmp is None else f"{hop.icmp.name} ({hop.icmp.type}/{hop.icmp.code})"
+    answer = "" if hop.answer is None else str(hop.answer).replace("_", " ")
+    rtt = "" if hop.rtt_seconds is None else _ms(hop.rtt_seconds)
+    return (
+        f"<tr><td>{hop.ttl}</td><td>{_e(hop.address or '')}</td><td>{_e(answer)}</td>"
+        f"<td>{_e(icmp or hop.detail)}</td><td>{rtt}</td></tr>"
+    )
 
 
 def _runs(record: ProbeRecord, title: str, runs: Iterable[Run], now: float) -> str:

@@ -2,9 +2,10 @@
 
 Order, as a field engineer reads it: a summary (probe counts, then every protection state with
 its WHY), the failing probes grouped by the state they count towards (reason, the curl code
-where the agent is libcurl-based, detail, fix hint), the probes of a not-applicable state (a
-family this host has no route for), then each ok probe on one line. ``verbose`` shows every
-probe in full: phases, facts, every address.
+where the agent is libcurl-based, detail, fix hint, and where the path to each failing address
+breaks when it was traced: :func:`exporter.tracer.summary`), the probes of a not-applicable
+state (a family this host has no route for), then each ok probe on one line. ``verbose``
+shows every probe in full: phases, facts, every address.
 
 Lines are wrapped to the width, never cut; colour only when asked (a terminal). Text a peer
 wrote (a detail, a TXT answer, a reason phrase) has its control characters escaped
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config
 from exporter.probes import KINDS
+from exporter.probes._trace import PathTrace
 from exporter.probes.base import ProbeConfig
 from exporter.redact import printable
 from exporter.results import EndpointResult, ProbeResult, curl_code, fix_hint
 from exporter.status import Severity, Verdict, severity, verdict_of
+from exporter.tracer import path_json, summary
 
 MIN_WIDTH = 40  # narrower terminals get lines of this width
 _TEXT_MIN = 30  # a wrapped column narrower than this goes below its row instead
@@ -53,11 +56,15 @@ class Style:
 
 @dataclass(frozen=True)
 class Entry:
-    """One probe in the report: its config, its result and the verdict it counts towards."""
+    """One probe in the report: its config, its result and the verdict it counts towards.
+
+    ``paths``: the path trace of each address traced after the run, by address.
+    """
 
     probe: ProbeConfig
     result: ProbeResult
     verdict: Verdict | None
+    paths: Mapping[str, PathTrace] = field(default_factory=dict)
 
     @property
     def inapplicable(self) -> bool:
@@ -71,12 +78,19 @@ class Entry:
 
 
 def entries(
-    config: Config, results: Iterable[ProbeResult], verdicts: Sequence[Verdict]
+    config: Config,
+    results: Iterable[ProbeResult],
+    verdicts: Sequence[Verdict],
+    paths: Mapping[str, Mapping[str, PathTrace]] | None = None,
 ) -> list[Entry]:
-    """Every result with its probe and the verdict it counts towards, in config order."""
+    """Every result with its probe, the verdict it counts towards and its traces, in order.
+
+    ``paths``: probe name -> address -> trace (:func:`exporter.tracer.trace_failures`).
+    """
     by_name = {result.probe: result for result in results}
+    traced = paths or {}
     return [
-        Entry(probe, by_name[probe.name], verdict_of(probe, verdicts))
+        Entry(probe, by_name[probe.name], verdict_of(probe, verdicts), traced.get(probe.name, {}))
         for probe in config.probes
         if probe.name in by_name
     ]
@@ -210,6 +224,7 @@ def _block(entry: Entry, style: Style) -> list[str]:
     shown = result.endpoints if style.verbose else [e for e in result.endpoints if not e.success]
     if len(result.endpoints) > 1 or style.verbose:
         fields += [("address", _endpoint(endpoint)) for endpoint in shown]
+    fields += [("path", _path(address, path, entry)) for address, path in entry.paths.items()]
     for key, value in fields:
         lines += _wrap(value, style.width, f"    {key:<{_KEY_WIDTH}}  ", " " * (6 + _KEY_WIDTH))
     return lines
@@ -225,6 +240,12 @@ def _verbose_fields(probe: ProbeConfig, result: ProbeResult) -> list[tuple[str, 
         facts = ", ".join(f"{k}={printable(str(v))}" for k, v in result.facts.items())
         fields.append(("facts", facts))
     return fields
+
+
+def _path(address: str, path: PathTrace, entry: Entry) -> str:
+    """Where the path to ``address`` breaks; the address is named when the probe has several."""
+    line = printable(summary(path))
+    return line if len(entry.result.endpoints) <= 1 else f"{printable(address)}: {line}"
 
 
 def _endpoint(endpoint: EndpointResult) -> str:
@@ -304,7 +325,12 @@ def as_json(items: Sequence[Entry], verdicts: Sequence[Verdict]) -> dict[str, An
 
 
 def _probe_json(entry: Entry) -> dict[str, Any]:
-    probe, result = entry.probe, entry.result
+    """A probe in full; ``path`` (on the probe and on each traced endpoint) is null untraced.
+
+    The probe's own ``path`` is that of its first traced address.
+    """
+    probe, result, paths = entry.probe, entry.result, entry.paths
+    first = next(iter(paths.values()), None)
     return {
         "name": probe.name,
         "kind": probe.kind,
@@ -319,6 +345,7 @@ def _probe_json(entry: Entry) -> dict[str, Any]:
         "facts": dict(result.facts),
         "detail": result.detail,
         "hint": fix_hint(result.reason),
+        "path": None if first is None else path_json(first),
         "endpoints": [
             {
                 "address": e.address,
@@ -326,6 +353,7 @@ def _probe_json(entry: Entry) -> dict[str, Any]:
                 "reason": None if e.reason is None else str(e.reason),
                 "phases": _rounded(e.phases),
                 "detail": e.detail,
+                "path": path_json(paths[e.address]) if e.address in paths else None,
             }
             for e in result.endpoints
         ],

@@ -47,6 +47,14 @@ def listener() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """The lab, built once per test session; skips (or fails in CI) when it cannot run."""

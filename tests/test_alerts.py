@@ -105,6 +105,31 @@ def test_alert_routes_and_explains_itself(rule: dict[str, Any]) -> None:
         assert "$labels.vantage" in annotations["description"]
 
 
+# An alert that lists failing probes with their reasons names where each one's path breaks.
+LISTS_REASONS = "({{ $s.Labels.reason }}"
+NAMES_THE_LAST_HOP = "({{ $s.Labels.reason }}{{ range printf `egress_path_hops{"
+
+
+@pytest.mark.parametrize("rule", ALERT_RULES, ids=ALERT_NAMES)
+def test_failure_alerts_name_the_last_hop_of_each_traced_probe(rule: dict[str, Any]) -> None:
+    description = rule["annotations"]["description"]
+    assert description.count(LISTS_REASONS) == description.count(NAMES_THE_LAST_HOP)
+
+
+def test_the_failure_alerts_are_the_ones_that_name_the_last_hop() -> None:
+    naming = {
+        r["alert"] for r in ALERT_RULES if NAMES_THE_LAST_HOP in r["annotations"]["description"]
+    }
+    assert naming == {
+        "EgressDnsProtectionLost",
+        "EgressDnsUnencrypted",
+        "EgressWebProtectionFailOpen",
+        "EgressSecurityCloudUnreachable",
+        "EgressSecurityCloudDegraded",
+        "EgressLocalEgressFailure",
+    }
+
+
 @pytest.mark.parametrize("rule", ALERT_RULES, ids=ALERT_NAMES)
 def test_one_lost_probe_never_pages(rule: dict[str, Any]) -> None:
     """Every alert waits (`for:`) or looks at a window, never at one sample alone."""

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
 from exporter.cli import main
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens once the socket is closed
 
 
 def _config(tmp_path: Path, *ports: int) -> str:
@@ -188,3 +180,43 @@ def test_a_bad_config_at_start_is_one_log_line(tmp_path, capsys) -> None:
     assert record["msg"] == "invalid configuration"
     assert f"{path}:2: probes[0].port: must be between 1 and 65535" in record["err"]
     assert f"{path}:3: probes[1].kind: missing kind" in record["err"]
+
+
+def _traced_config(tmp_path: Path, port: int) -> str:
+    path = tmp_path / "t.yml"
+    path.write_text(
+        f"probes:\n  - {{name: p, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 1s,"
+        " trace: {enabled: true}}\n"
+    )
+    return str(path)
+
+
+def test_check_traces_a_failing_probe_into_json_and_report(tmp_path, closed_port, capsys) -> None:
+    config = _traced_config(tmp_path, closed_port)
+    assert main(["check", "--config.file", config, "--output", "json"]) == 1
+    [probe] = json.loads(capsys.readouterr().out)["probes"]
+    # Nothing listens: this host's own stack resets, one hop away (loopback).
+    assert probe["path"]["verdict"] == "rst"
+    assert probe["path"]["last_hop"] == "127.0.0.1"
+    assert probe["path"]["reset_sooner"] is False
+    assert [hop["answer"] for hop in probe["path"]["hops"]] == ["reset"]
+    [endpoint] = probe["endpoints"]
+    assert endpoint["path"] == probe["path"]
+    assert main(["check", "--config.file", config]) == 1
+    block = capsys.readouterr().out.split("\nFAILED\n")[1].split("\n\n")[0].splitlines()
+    path = [line for line in block if line.startswith("    path ")]
+    assert path, block
+    words = " ".join(block[block.index(path[0]) :]).split()  # the line may be wrapped
+    assert " ".join(words).startswith(
+        "path reset at hop 1 in the name of 127.0.0.1, with the destination's TTL"
+    )
+
+
+def test_check_no_trace_and_untraced_probes_have_no_path(tmp_path, closed_port, capsys) -> None:
+    main(["check", "--config.file", _traced_config(tmp_path, closed_port), "--output", "json"])
+    assert json.loads(capsys.readouterr().out)["probes"][0]["path"] is not None
+    flags = ["--output", "json", "--no-trace"]
+    main(["check", "--config.file", _traced_config(tmp_path, closed_port), *flags])
+    assert json.loads(capsys.readouterr().out)["probes"][0]["path"] is None
+    main(["check", "--config.file", _config(tmp_path, closed_port), "--output", "json"])
+    assert json.loads(capsys.readouterr().out)["probes"][0]["path"] is None

@@ -12,6 +12,8 @@ from scraping import scrape
 
 from exporter.collector import Exposition, ResultStore
 from exporter.config import Config, StatesSettings
+from exporter.probes._icmp import SO_EE_ORIGIN_ICMP6, IcmpError
+from exporter.probes._trace import Answer, Hop, PathTarget, PathTrace, Verdict
 from exporter.probes.tcp import TcpProbe
 from exporter.results import EndpointResult, FailureReason, ProbeResult
 
@@ -35,6 +37,13 @@ def _result(success: bool, duration: float, reason: FailureReason | None = None)
         {"rtt_seconds": 0.009, "addresses_system": "192.0.2.1,192.0.2.2"},
         endpoints,
     )
+
+
+def _path(verdict: Verdict, last: str) -> PathTrace:
+    """A trace whose hop 2 (``last``) is the last to answer, IPv6 as the longest label value."""
+    icmp = IcmpError(SO_EE_ORIGIN_ICMP6, 3, 0, 113, 0, last)
+    hops = (Hop(1), Hop(2, last, Answer.TIME_EXCEEDED, icmp, 0.001), Hop(3))
+    return PathTrace(PathTarget("2001:db8::1", 443, "tcp"), verdict, hops)
 
 
 @pytest.fixture
@@ -103,9 +112,34 @@ def test_only_the_phases_the_probe_goes_through_are_exported(store: ResultStore)
     assert phases == {"resolve", "connect"}  # no tls, no proxy_connect on this probe
 
 
+def test_a_traced_failure_exports_the_last_hop_as_one_replaced_series(store: ResultStore) -> None:
+    store.record(_result(False, 5.0, FailureReason.TIMEOUT))
+    store.record_path("swg", _path(Verdict.SILENT_AFTER, "2001:db8:ffff:ffff:ffff:ffff:ffff:1"))
+    store.record_path("swg", _path(Verdict.SILENT_AFTER, "2001:db8:2::2"))
+    text = scrape(store)
+    assert _value(text, "egress_path_hops") == 2
+    info = [key for key in _samples(text) if key[0] == "egress_path_info"]
+    assert info == [
+        (
+            "egress_path_info",
+            (("last_hop", "2001:db8:2::2"), ("probe", "swg"), ("verdict", "silent_after")),
+        )
+    ]
+    store.record_path("swg", None)  # the probe answers again: the path series go
+    assert "egress_path_" not in scrape(store)
+
+
+def test_path_series_exist_only_for_probes_that_traced(store: ResultStore) -> None:
+    store.record(_result(False, 5.0, FailureReason.TIMEOUT))
+    assert "egress_path_" not in scrape(store)
+    store.record_path("unknown-probe", _path(Verdict.REACHED, "192.0.2.1"))  # ignored
+    assert "egress_path_" not in scrape(store)
+
+
 def test_a_probe_stays_within_the_exposition_budget(store: ResultStore) -> None:
     store.record(_result(True, 0.02))
     store.record(_result(False, 5.0, FailureReason.TIMEOUT))
+    store.record_path("swg", _path(Verdict.SILENT_AFTER, "2001:db8:ffff:ffff:ffff:ffff:ffff:1"))
     probe_lines = [line for line in scrape(store).splitlines() if ME in line]
     assert len(probe_lines) <= 20
     assert sum(len(line) + 1 for line in probe_lines) <= 2048
@@ -147,6 +181,7 @@ async def test_the_gzip_body_is_the_same_exposition(store: ResultStore) -> None:
 
 def test_promtool_accepts_the_exposition(store: ResultStore, stack_tools: None) -> None:
     store.record(_result(False, 1.0, FailureReason.CONNECTION_REFUSED))
+    store.record_path("swg", _path(Verdict.SILENT_AFTER, "2001:db8:2::2"))
     lint = subprocess.run(
         ["promtool", "check", "metrics"],
         input=scrape(store).encode(),

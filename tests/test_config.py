@@ -124,3 +124,16 @@ def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"probes: []\n# caf\xe9\n")
     with pytest.raises(ConfigError, match=r"c\.yml: not UTF-8 text"):
         load_config(path)
+
+
+def test_presets_trace_their_probes_and_user_probes_opt_in(tmp_path: Path) -> None:
+    config = load_config(DATA / "valid-full.yml")
+    assert all(p.trace.enabled for p in config.probes if p.group)  # the presets' probes
+    user = config.probe("corp-proxy").trace
+    assert (user.enabled, user.max_hops, user.min_interval) == (False, 30, 600.0)
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "presets:\n  - {name: umbrella, settings: {trace_paths: false}}\n"
+        "  - {name: withsecure, settings: {trace_paths: false}}\n"
+    )
+    assert not any(p.trace.enabled for p in load_config(path).probes)

@@ -155,3 +155,31 @@ def test_failures_that_aged_out_are_kept_apart() -> None:
     assert "run 0: timeout" in page.split("earlier failures")[1]
     assert "<h3>Latest failure</h3>" in page
     assert time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(1_700_000_000.0)) in page
+
+
+async def test_a_traced_failure_shows_where_its_path_breaks(
+    tmp_path: Path, closed_port: int
+) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "defaults: {interval: 1s, timeout: 500ms}\nprobes:\n"
+        f"  - {{name: down, kind: tcp, host: 127.0.0.1, port: {closed_port},\n"
+        "      trace: {enabled: true}}\n"
+    )
+    runtime = Runtime.create(str(path))
+    runtime.apply(load_config(path))
+    app = make_app(runtime, Exposition(runtime.store, reuse_seconds=0))
+    async with TestClient(TestServer(app)) as client:
+        # Nothing listens: the host's own stack resets, one hop away, and the UDP check hears
+        # the same host answer, so the reset came with the destination's TTL.
+        line = "reset at hop 1 in the name of 127.0.0.1, with the destination"
+        failing = _section(await _page_when(client, "/", line), "failing")
+        probe = await _page_when(client, "/probes/down", "Latest path trace")
+        metrics = await (await client.get("/metrics")).text()
+    await runtime.stop()
+    assert "<th>path</th>" in failing
+    assert html.escape("with the destination's TTL") in failing
+    assert "<td>1</td><td>127.0.0.1</td><td>reset</td>" in probe
+    assert html.escape("127.0.0.1 port") in probe
+    assert 'egress_path_info{probe="down",verdict="rst",last_hop="127.0.0.1"} 1' in metrics
+    assert 'egress_path_hops{probe="down"} 1' in metrics

@@ -81,6 +81,7 @@ def test_the_metric_table_is_the_contract() -> None:
     ):
         expected[name] = (expected[name][0], {"probe", "reason"})
     expected["egress_probe_phase_duration_seconds"] = ("gauge", {"probe", "phase"})
+    expected["egress_path_info"] = ("gauge", {"probe", "verdict", "last_hop"})
     for rule in RULES:
         expected[f"egress_{rule.metric}"] = ("gauge", {rule.label, "state"})
     for name, kind in _exporter_metrics().items():

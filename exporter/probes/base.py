@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import idna
@@ -33,7 +33,10 @@ from pydantic import (
 
 from exporter.files import FileError, read_bounded
 from exporter.redact import redact
-from exporter.results import RunRecorder
+from exporter.results import FailureReason, ProbeResult, RunRecorder
+
+if TYPE_CHECKING:
+    from exporter.probes._trace import PathTarget
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -276,6 +279,18 @@ class StateRole(StrictModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class TraceSettings(StrictModel):
+    """Path traces after a failure (``exporter.tracer``): off unless enabled (presets enable it).
+
+    ``max_hops`` is the highest TTL sent (1 to 64; traceroute's default is 30),
+    ``min_interval`` the least time between two traces of one address of the probe.
+    """
+
+    enabled: bool = False
+    max_hops: Annotated[int, Field(ge=1, le=64)] = 30
+    min_interval: Interval = 600.0
+
+
 class ProbeConfig(StrictModel):
     """Fields every probe has; kinds add their own."""
 
@@ -285,6 +300,7 @@ class ProbeConfig(StrictModel):
     interval: Interval = 15.0
     timeout: Timeout = 5.0
     counts_towards: StateRole | None = None
+    trace: TraceSettings = Field(default_factory=TraceSettings)
 
     _timeout_within_interval = field_validator("timeout")(timeout_within_interval)
 
@@ -315,6 +331,17 @@ class ProbeConfig(StrictModel):
     def redact(self, text: str) -> str:
         """``text`` (a failure's detail) with credentials masked, the probe's own included."""
         return redact(text)
+
+    def tried_addresses(self, result: ProbeResult) -> dict[str, FailureReason | None]:
+        """Each address a run tried and how it ended (None: it answered), for path traces.
+
+        The run's endpoints by default; a kind without endpoints names its one address.
+        """
+        return {endpoint.address: endpoint.reason for endpoint in result.endpoints}
+
+    def path_target(self, address: str) -> PathTarget:
+        """How a path trace towards ``address`` travels: the probe's protocol, port, payload."""
+        raise NotImplementedError
 
 
 C = TypeVar("C", bound=ProbeConfig)

@@ -52,8 +52,9 @@ from pydantic import AfterValidator, Discriminator, Field
 
 from exporter.probes import _icmp, _net
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
+from exporter.probes._trace import PathTarget
 from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, Regex, StrictModel
-from exporter.results import FailureReason, ProbeError, RunRecorder, classify
+from exporter.results import FailureReason, ProbeError, ProbeResult, RunRecorder, classify
 
 TCP_PHASES = ("connect", "request")
 # A UDP query, then the TCP retry after a truncated reply.
@@ -192,6 +193,15 @@ class DnsProbe(ProbeConfig):
     def phases(self) -> tuple[str, ...]:
         """``connect`` and ``request`` over TCP; over UDP ``request``, then the TCP retry's."""
         return TCP_PHASES if self.protocol == "tcp" else UDP_PHASES
+
+    def tried_addresses(self, result: ProbeResult) -> dict[str, FailureReason | None]:
+        """The server, with the run's reason: a ``dns`` probe has one address and no endpoints."""
+        return {self.server: result.reason}
+
+    def path_target(self, address: str) -> PathTarget:
+        """The probe's own query over UDP (a reply means reached), or a SYN to its TCP port."""
+        payload = _make_query(self).to_wire() if self.protocol == "udp" else b""
+        return PathTarget(address, self.port, self.protocol, payload)
 
 
 async def run(config: DnsProbe, recorder: RunRecorder) -> None:

@@ -44,6 +44,7 @@ from exporter.probes._proxy import (
     refusal,
     wants_authentication,
 )
+from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
     Duration,
     HttpUrl,
@@ -163,6 +164,13 @@ class HttpProbe(ProbeConfig, _resolution.Resolution):
     def redact(self, text: str) -> str:
         """``text`` without credentials, the proxy's own included (a proxy may echo them)."""
         return self.proxy.redact(text) if self.proxy is not None else super().redact(text)
+
+    def path_target(self, address: str) -> PathTarget:
+        """A SYN to the port connected to: the proxy's, or the URL's (not a redirect's)."""
+        if self.proxy is not None:
+            return PathTarget(address, self.proxy.port, "tcp")
+        url = urlsplit(self.url)
+        return PathTarget(address, url.port or _DEFAULT_PORTS[url.scheme], "tcp")
 
 
 async def run(config: HttpProbe, recorder: RunRecorder) -> None:

@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from exporter.probes import _net, _proxy, _resolution
 from exporter.probes._net import TlsOptions
+from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
     HostName,
     HttpUrl,
@@ -124,6 +125,10 @@ class TcpProbe(ProbeConfig, _resolution.Resolution):
             "proxy_connect": checked,
         }
         return tuple(phase for phase in PHASES if wanted[phase])
+
+    def path_target(self, address: str) -> PathTarget:
+        """A SYN to the probe's port, from its source address."""
+        return PathTarget(address, self.port, "tcp", source=self.source_address)
 
     def load_warnings(self) -> Iterator[tuple[tuple[str, ...], str]]:
         """A source address that is not on this host now: runs fail until it is."""

@@ -96,8 +96,8 @@ LAB_RECORDS: Mapping[str, Sequence[str]] = {
 
 
 # Namespaces of a lab: eg<c|f|s><pid> for client, firewall and cloud, egc<pid>x<n> for more
-# clients. A killed run's are found by the pid.
-LAB_NAMESPACE = re.compile(r"eg[cfs](\d+)(?:x\d+)?")
+# clients, egt<pid><a|b|c|s> for the chain of lab.chain. A killed run's are found by the pid.
+LAB_NAMESPACE = re.compile(r"eg[cfst](\d+)(?:x\d+|[abcs])?")
 
 
 @dataclass(frozen=True)
@@ -417,9 +417,16 @@ class Lab:
             self.ns(self.fw, "nft", "delete", "table", "inet", "lab", check=False)
 
     # -- probing from the client ----------------------------------------------------------------
-    def check(self, config: Mapping[str, Any] | str, timeout: float = 60) -> dict[str, Any]:
-        """Run ``egress-exporter check --output json`` in the client namespace."""
-        proc = self._run_check(config, timeout, "--output", "json")
+    def check(
+        self, config: Mapping[str, Any] | str, timeout: float = 60, *, trace: bool = False
+    ) -> dict[str, Any]:
+        """Run ``egress-exporter check --output json`` in the client namespace.
+
+        Without ``trace`` the run passes ``--no-trace``: the presets trace failing probes,
+        about a second each, which tests of other things need not wait for.
+        """
+        flags = () if trace else ("--no-trace",)
+        proc = self._run_check(config, timeout, "--output", "json", *flags)
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"check exited {proc.returncode}: {proc.stderr}")
         result: dict[str, Any] = json.loads(proc.stdout)
@@ -429,11 +436,11 @@ class Lab:
     def check_table(
         self, config: Mapping[str, Any] | str, timeout: float = 60, columns: int = 2000
     ) -> str:
-        """Run ``egress-exporter check`` (the report for people) in the client namespace.
+        """Run ``egress-exporter check --no-trace`` (the report for people) in the client.
 
         ``columns`` is the terminal width it fits (wide by default: one line per item).
         """
-        return self._run_check(config, timeout, columns=columns).stdout
+        return self._run_check(config, timeout, "--no-trace", columns=columns).stdout
 
     def _run_check(
         self, config: Mapping[str, Any] | str, timeout: float, *flags: str, columns: int = 80
