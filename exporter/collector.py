@@ -69,6 +69,8 @@ from exporter.results import FailureReason, ProbeResult
 from exporter.status import RULES, Verdict
 
 INFO_LABELS = ("probe", "kind", "target", "group", "transport", "family")
+# Below this, an integral float prints as an integer (as Go's strconv 'g' format does).
+_EXACT = 1e15
 # Scrapes arriving this soon after a rendering get that rendering: fifty scrapers cost one.
 REUSE_SECONDS = 0.5
 
@@ -188,12 +190,14 @@ def label_value(value: str) -> str:
 
 def number(value: float) -> str:
     """A sample value as Go's Prometheus clients write it: ``1``, ``0.25``, ``+Inf``, ``NaN``."""
-    if math.isnan(value):
+    if isinstance(value, int):  # counters and counts (and bools): the cheapest case
+        return str(int(value))
+    if value != value:  # NaN is the one value not equal to itself  # noqa: PLR0124
         return "NaN"
+    if -_EXACT < value < _EXACT:
+        return str(int(value)) if value.is_integer() else repr(float(value))
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
     return repr(float(value))
 
 
@@ -226,6 +230,7 @@ class ProbeRecord:
         self._starts = [f"{family.name}{{{me}" for family in PROBE_FAMILIES]
         info = ",".join(f'{k}="{label_value(v)}"' for k, v in info_labels(config).items())
         self._info = f"{INFO.name}{{{info}}} 1\n"
+        self._interval = f"{self._starts[_INTERVAL]}}} {number(config.interval)}\n"
         self._phases = config.phases
         self._facts = {
             fact: _POSITION[family.name]
@@ -262,7 +267,7 @@ class ProbeRecord:
             lines[index] += f"{starts[index]}{extra}}} {number(value)}\n"
 
         lines[_INFO] = self._info
-        put(_INTERVAL, self.config.interval)
+        lines[_INTERVAL] = self._interval
         put(_RUNS, self.runs)
         for reason, count in sorted(self.failures.items()):
             put(_FAILURES, count, f',reason="{reason}"')

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from exporter.probes import _net
-from exporter.probes.base import Family, IPAddress, StrictModel
+from exporter.probes.base import Family, IPAddress, StrictModel, is_ip
 from exporter.results import ProbeError, RunRecorder, reason_for
 
 # With a second resolver or a fallback, one resolver that does not answer may use at most this
@@ -55,8 +55,13 @@ async def addresses(
     of it when another source or a fallback can still answer); the fallback stands in when
     none answers. Facts: ``addresses_<source>`` and ``resolver_answers_differ`` with two
     sources, ``fallback_used`` and ``resolve_error`` with a fallback. Raises the first source's
-    ProbeError when nothing answers and there is no fallback.
+    ProbeError when nothing answers and there is no fallback. An IP literal is its own answer:
+    nothing is asked, nothing compared.
     """
+    if is_ip(host):
+        if settings.fallback_addresses:
+            recorder.fact("fallback_used", 0.0)
+        return [host]
     sources: dict[str, Sequence[str]] = {"system": ()}
     if settings.resolvers:
         sources = {"resolvers": settings.resolvers}

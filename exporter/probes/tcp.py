@@ -152,7 +152,10 @@ async def run(config: TcpProbe, recorder: RunRecorder) -> None:
     with recorder.phase("resolve"):
         addresses = await _resolution.addresses(config, config.host, config.timeout, recorder)
     endpoints = [recorder.endpoint(a, mirror=i == 0) for i, a in enumerate(addresses)]
-    await asyncio.gather(*(_probe_address(config, endpoint) for endpoint in endpoints))
+    if len(endpoints) == 1:  # the common case needs no task of its own
+        await _probe_address(config, endpoints[0])
+    else:
+        await asyncio.gather(*(_probe_address(config, endpoint) for endpoint in endpoints))
     failed = recorder.failed_endpoints()
     if failed is not None:
         raise failed
