@@ -130,6 +130,11 @@ class StateRule:
 class Hysteresis:
     """Publishes a state once the same verdict was reached ``consecutive`` times in a row.
 
+    A verdict counts again only once every probe behind it has run again since the last count
+    (a new round of evidence): re-evaluating the same results proves nothing new, and one
+    member's failure must not be confirmed by the other members' fresh successes. With probes
+    on one interval, a state changes after ``consecutive`` intervals of agreement.
+
     A published verdict carries ``since``: when its state was published (``clock``, epoch
     seconds), kept while the state stays the same.
     """
@@ -139,7 +144,8 @@ class Hysteresis:
         self.consecutive = consecutive
         self._clock = clock
         self._published: dict[tuple[str, Labels], Verdict] = {}
-        self._pending: dict[tuple[str, Labels], tuple[Verdict, int]] = {}
+        # key -> (the pending verdict, how many rounds agreed, the evidence last counted)
+        self._pending: dict[tuple[str, Labels], tuple[Verdict, int, dict[str, float]]] = {}
 
     def update(self, verdicts: Sequence[Verdict]) -> list[Verdict]:
         """Feed one round of verdicts; return the published states (label sets gone are dropped).
@@ -158,17 +164,26 @@ class Hysteresis:
                 self._published[key] = replace(verdict, since=since)
                 self._pending.pop(key, None)
                 continue
-            pending, count = self._pending.get(key, (verdict, 0))
+            runs = dict(verdict.evidence)
+            pending, count, counted = self._pending.get(key, (verdict, 0, {}))
             if pending.state != verdict.state:
-                count = 1
-            elif count == 0 or pending.evidence != verdict.evidence or not verdict.evidence:
-                count += 1  # the same stale results re-evaluated prove nothing new
+                count, counted = 0, {}
+            if count == 0 or _new_round(runs, counted):
+                count, counted = count + 1, runs
             if count >= self.consecutive:
                 self._published[key] = replace(verdict, since=now)
                 self._pending.pop(key, None)
             else:
-                self._pending[key] = (verdict, count)
+                self._pending[key] = (verdict, count, counted)
         for key in set(self._published) - keys:
             del self._published[key]
             self._pending.pop(key, None)
         return list(self._published.values())
+
+
+def _new_round(runs: dict[str, float], counted: dict[str, float]) -> bool:
+    """Every probe behind a verdict has a run newer than the one last counted.
+
+    A verdict without evidence (built by hand) counts every time.
+    """
+    return all(finished != counted.get(probe) for probe, finished in runs.items())

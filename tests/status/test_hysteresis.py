@@ -102,3 +102,20 @@ def test_every_rule_grades_every_state_and_only_those() -> None:
         assert set(rule.severities) == set(rule.states)
     with pytest.raises(ValueError, match="severities must grade exactly"):
         dataclasses.replace(RULES[0], severities={})
+
+
+def test_one_members_failure_is_not_confirmed_by_the_others_fresh_runs() -> None:
+    # Three healthchecks on one path: one slow run of "a", then "b" and "c" run again (ok).
+    hysteresis = Hysteresis(3)
+
+    def verdict(state: str, **runs: float) -> Verdict:
+        return Verdict(
+            "security_cloud_state", (("path", "direct"),), state, "", frozenset(runs.items())
+        )
+
+    hysteresis.update([verdict("reachable", a=1, b=1, c=1)])
+    for runs in ({"a": 2, "b": 1, "c": 1}, {"a": 2, "b": 2, "c": 1}, {"a": 2, "b": 2, "c": 2}):
+        assert _states(hysteresis.update([verdict("degraded", **runs)])) == ["reachable"]
+    # Two more full rounds in which "a" stays slow: three rounds agree, the state changes.
+    assert _states(hysteresis.update([verdict("degraded", a=3, b=3, c=3)])) == ["reachable"]
+    assert _states(hysteresis.update([verdict("degraded", a=4, b=4, c=4)])) == ["degraded"]
