@@ -10,12 +10,15 @@ Time is the event loop's clock (``loop.time()``), so a test can drive it with a 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
 from exporter.probes.base import ProbeConfig
 from exporter.results import ProbeResult
 from exporter.runner import execute
+
+log = logging.getLogger(__name__)
 
 Execute = Callable[[ProbeConfig], Awaitable[ProbeResult]]
 
@@ -66,7 +69,11 @@ class Engine:
         while True:
             async with self._semaphore:
                 result = await self._run(probe)
-            self._record(result)
+            try:
+                self._record(result)
+            except Exception:
+                # A fault where results go must not end this probe's schedule unseen.
+                log.exception("recording a result failed", extra={"probe": probe.name})
             # The next run starts on the interval grid; a slow run skips ticks, never overlaps.
             next_run += probe.interval
             now = loop.time()

@@ -276,3 +276,25 @@ def test_check_starts_its_probes_spaced_and_lets_them_overlap(sleeper: Sleeper) 
     assert sleeper.max_in_flight == 5
     assert [r.probe for r in results] == [f"p{i}" for i in range(5)]
     assert all(r.success for r in results)
+
+
+def test_a_fault_recording_a_result_is_logged_and_the_probe_keeps_running(
+    sleeper: Sleeper, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorded: list[ProbeResult] = []
+
+    def record(result: ProbeResult) -> None:
+        recorded.append(result)
+        if len(recorded) == 1:
+            raise RuntimeError("the store broke once")
+
+    async def main() -> None:
+        engine = Engine(record)
+        engine.apply([_probe("p", seconds=0, interval=1.0)])
+        await asyncio.sleep(3.5)
+        await engine.stop()
+
+    with caplog.at_level("ERROR", logger="exporter.scheduler"):
+        run_virtual(main)
+    assert len(recorded) == 4  # the schedule went on after the fault
+    assert [r.message for r in caplog.records] == ["recording a result failed"]
