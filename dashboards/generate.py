@@ -670,7 +670,7 @@ def exporter_health() -> dashboard.Dashboard:
     )
     lag = timeseries(
         "Event-loop lag",
-        "The worst stall of the exporter's event loop since the previous scrape; high values "
+        "The worst stall of the exporter's event loop over the last minute; high values "
         "distort probe timings taken in userland.",
         "s",
     ).with_target(query(f"egress_event_loop_lag_seconds{{{EXPORTER}}}", "{{vantage}}"))

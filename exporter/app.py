@@ -58,7 +58,7 @@ class Runtime:
     def create(cls, config_file: str | None, max_concurrency: int = 64) -> Runtime:
         """A runtime whose parts are wired to one store; nothing runs until :meth:`apply`."""
         lag = LoopLag()
-        store = ResultStore(loop_lag=lag.take)
+        store = ResultStore(loop_lag=lag.worst)
         tracer = Tracer(store.record_path)
 
         def record(result: ProbeResult) -> None:

@@ -36,7 +36,7 @@ info-metric pattern); this keeps a probe's exposition under 2 KB and 20 series:
 - ``egress_<state>_state{<rule label>, state}``: derived states as state sets (1 = current).
 - ``egress_build_info``, ``egress_config_last_reload_successful``,
   ``egress_config_last_reload_success_timestamp_seconds``, ``egress_event_loop_lag_seconds``
-  (the worst event-loop stall since the previous scrape), ``egress_probes_configured``.
+  (the worst event-loop stall over the last minute), ``egress_probes_configured``.
 
 There is no latency histogram: every run is one sample of ``egress_probe_last_duration_seconds``
 (a probe runs about once per scrape), so quantiles come from ``quantile_over_time`` as
@@ -458,7 +458,7 @@ class Exposition:
                 Family(
                     "egress_event_loop_lag_seconds",
                     "gauge",
-                    "The worst event-loop stall since the previous scrape; high values distort "
+                    "The worst event-loop stall over the last minute; high values distort "
                     "probe timings taken in userland.",
                 ),
                 f" {number(store.loop_lag())}",
