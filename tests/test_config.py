@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, builtin_config, load_config
+from exporter.probes._net import client_tls_context
 from exporter.probes.base import SecretRef, parse_duration
 from exporter.probes.tcp import TcpProbe
 
@@ -137,3 +138,12 @@ def test_presets_trace_their_probes_and_user_probes_opt_in(tmp_path: Path) -> No
         "  - {name: withsecure, settings: {trace_paths: false}}\n"
     )
     assert not any(p.trace.enabled for p in load_config(path).probes)
+
+
+def test_the_same_tls_settings_loaded_twice_compare_equal(tmp_path: Path) -> None:
+    # Reload keeps a probe whose config is equal: the cached TLS context must not be part of it.
+    path = tmp_path / "c.yml"
+    path.write_text("probes:\n  - {name: t, kind: tcp, host: h.example, port: 443, tls: {}}\n")
+    first = load_config(path).probe("t")
+    client_tls_context.cache_clear()
+    assert load_config(path).probe("t") == first

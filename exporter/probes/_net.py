@@ -21,7 +21,7 @@ from typing import Annotated
 import aiodns
 import aiodns.error
 from cryptography import x509
-from pydantic import Field, PlainValidator, PrivateAttr, model_validator
+from pydantic import Field, PlainValidator, model_validator
 
 from exporter.files import FileError, read_bounded
 from exporter.probes.base import HostName, StrictModel, ascii_host, is_ip
@@ -30,6 +30,8 @@ from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 _TCP_INFO_RTT_OFFSET = 68  # struct tcp_info: 8 bytes of u8 fields, then tcpi_rtt is u32 #15
+# Distinct TLS settings whose client contexts are kept (more than a config has in practice).
+_CONTEXTS = 32
 # Mozilla's whole root store is about 220 KiB in PEM.
 MAX_CA_FILE_BYTES = 1024 * 1024
 
@@ -187,18 +189,20 @@ class TlsOptions(StrictModel):
     ca_file: Annotated[CaBundle, PlainValidator(load_ca_file)] | None = None
     verify: bool = True
     expected_issuers: list[str] = Field(default_factory=list)
-    _context: ssl.SSLContext = PrivateAttr()
 
     @model_validator(mode="after")
     def _build_context(self) -> TlsOptions:
-        """Build (or reuse) the client context now, while the config loads."""
-        self._context = client_tls_context(self.ca_file, self.verify)
+        """Build the client context now, while the config loads (runs reuse it)."""
+        client_tls_context(self.ca_file, self.verify)
         return self
 
     @property
     def context(self) -> ssl.SSLContext:
-        """The client context for these options (built at load time)."""
-        return self._context
+        """The client context for these options (built when the config loaded).
+
+        Looked up, not kept on the model, so two loads of the same settings compare equal.
+        """
+        return client_tls_context(self.ca_file, self.verify)
 
 
 async def start_tls(
@@ -232,13 +236,14 @@ def discard(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=_CONTEXTS)
 def client_tls_context(ca_file: CaBundle | None = None, verify: bool = True) -> ssl.SSLContext:
     """A client TLS context: the system store or ``ca_file``'s PEM, verification on or off.
 
     Cached per ``(ca_file, verify)``: one context per distinct setting (a context is safe to
     share between connections); a CA file rewritten and reloaded is new text, hence a new
-    context. Without verification no trust store is loaded at all.
+    context, and the oldest settings leave the cache. Without verification no trust store is
+    loaded at all.
     """
     if not verify:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
