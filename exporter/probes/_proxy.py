@@ -50,7 +50,7 @@ class ProxySettings(StrictModel):
         """The ``Proxy-Authorization`` header value, or None without credentials."""
         if self.username is None:
             return None
-        secret: SecretStr = self.password.resolve() if self.password else SecretStr("")
+        secret: SecretStr = self.password.value if self.password else SecretStr("")
         token = f"{self.username}:{secret.get_secret_value()}".encode()
         return "Basic " + base64.b64encode(token).decode("ascii")
 
@@ -58,10 +58,7 @@ class ProxySettings(StrictModel):
         """``text`` (e.g. a proxy's echo of our request head) without our credentials."""
         if self.username is None:
             return redact(text)
-        try:
-            password = self.password.resolve().get_secret_value() if self.password else ""
-        except ValueError:  # the secret went away since loading; the patterns still apply
-            return redact(text)
+        password = self.password.value.get_secret_value() if self.password else ""
         token = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
         # Our request carries only the base64 token; the bare password is not searched for, as
         # a short one would mask unrelated text.

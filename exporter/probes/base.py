@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -236,18 +237,28 @@ class StrictModel(BaseModel):
 
 
 class SecretRef(StrictModel):
-    """A secret read from an environment variable or a file, never written in the config."""
+    """A secret read from an environment variable or a file, never written in the config.
+
+    It is read when the config loads (a missing variable or file is a config error then, not
+    a failed probe later) and runs use what was read: no file I/O on the event loop per run;
+    a reload reads it afresh.
+    """
 
     env: str | None = None
     file: Path | None = None
+    _value: SecretStr = PrivateAttr()
 
     @model_validator(mode="after")
     def _exactly_one_readable(self) -> SecretRef:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of 'env' or 'file'")
-        # A missing variable or file is a config error now, not a failed probe later.
-        self.resolve()
+        self._value = self.resolve()
         return self
+
+    @property
+    def value(self) -> SecretStr:
+        """The secret as read when the config loaded."""
+        return self._value
 
     def resolve(self) -> SecretStr:
         """Read the secret now; the value is wrapped so it is never printed."""

@@ -25,7 +25,6 @@ would give up. Without one (the default) only the timeout judges a run.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -58,7 +57,6 @@ from exporter.probes.base import (
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder
 
-log = logging.getLogger(__name__)
 PHASES = ("resolve", "connect", "proxy_connect", "tls", "first_byte", "transfer")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -269,11 +267,7 @@ class _Attempt:
 
     def _proxy_authorization(self) -> str | None:
         assert self.config.proxy is not None  # noqa: S101 - only called with a proxy
-        try:
-            return self.config.proxy.authorization()
-        except ValueError as exc:  # the secret's variable or file went away after loading
-            log.error("proxy password for %s: %s", self.config.name, exc)  # noqa: TRY400 - no traceback to show
-            raise ProbeError(FailureReason.INTERNAL_ERROR, f"proxy password: {exc}") from None
+        return self.config.proxy.authorization()
 
     def _request(self, url: SplitResult) -> tuple[str, str, list[tuple[str, str]]]:
         """Method, target and headers (absolute-form target when plain http goes via a proxy)."""
