@@ -6,8 +6,9 @@ stay visible under a long run of successes. Runs are kept as small summaries: th
 result (phases, facts, addresses) is kept for the latest run and the latest failure only
 (:class:`exporter.collector.ProbeRecord`).
 
-Memory is bounded at ``2 * limit`` summaries per probe; a detail equal to the previous run's
-shares its string, so a probe failing the same way every run stores its detail once.
+Memory is bounded at ``2 * limit`` summaries per probe, each detail at ``DETAIL_CHARS``; a
+detail equal to the previous run's shares its string, so a probe failing the same way every
+run stores its detail once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from exporter.results import FailureReason, ProbeResult
 
 LIMIT = 100  # runs kept per probe, and as many failures that aged out of them
+# A run's detail is kept up to this many characters (the latest run and failure keep it whole).
+DETAIL_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class History:
         """Keep ``result``; True when its outcome differs from the run before, or is the first."""
         previous = self.last
         detail = result.detail
+        if len(detail) > DETAIL_CHARS:
+            detail = detail[: DETAIL_CHARS - 3] + "..."
         if previous is not None and previous.detail == detail:
             detail = previous.detail  # one string for a detail that repeats
         run = Run(

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings
-from exporter.history import History
+from exporter.history import DETAIL_CHARS, History
 from exporter.probes.tcp import TcpProbe
 from exporter.results import FailureReason, ProbeResult
 from exporter.status import Verdict
@@ -62,6 +62,14 @@ def test_a_repeated_detail_is_stored_once() -> None:
     history.add(_run(TIMEOUT, detail=f"no answer after {1002 - 1} ms"))
     older, newer = history.runs
     assert older.detail is newer.detail
+
+
+def test_a_long_detail_is_kept_cut() -> None:
+    history = History()
+    history.add(_run(TIMEOUT, detail="x" * 5000))  # e.g. two hundred failed addresses
+    [run] = history.runs
+    assert len(run.detail) == DETAIL_CHARS
+    assert run.detail.endswith("...")
 
 
 # -- the log follows changes ------------------------------------------------------------------

@@ -17,6 +17,8 @@ from exporter.probes import _net
 from exporter.probes.base import Family, IPAddress, StrictModel, is_ip
 from exporter.results import ProbeError, RunRecorder, reason_for
 
+# At most this many addresses of a name are tried in one run, in the resolvers' order.
+MAX_ADDRESSES = 16
 # With a second resolver or a fallback, one resolver that does not answer may use at most this
 # share of the timeout, so the other answer or the fallback still gets probed.
 _RESOLVE_SHARE = 0.5
@@ -51,6 +53,8 @@ async def addresses(
 ) -> list[str]:
     """The addresses to try for ``host``, in the resolvers' order (``first_address_only``: one).
 
+    At most :data:`MAX_ADDRESSES`; how many more were found is the ``addresses_dropped`` fact.
+
     Resolves through every configured source at once (``probe_timeout``: a source may use half
     of it when another source or a fallback can still answer); the fallback stands in when
     none answers. Facts: ``addresses_<source>`` and ``resolver_answers_differ`` with two
@@ -62,6 +66,20 @@ async def addresses(
         if settings.fallback_addresses:
             recorder.fact("fallback_used", 0.0)
         return [host]
+    chosen = await _resolved(settings, host, probe_timeout, recorder)
+    if settings.first_address_only:
+        return chosen[:1]
+    if len(chosen) > MAX_ADDRESSES:
+        # A name with hundreds of addresses must not open hundreds of sockets per run.
+        recorder.fact("addresses_dropped", float(len(chosen) - MAX_ADDRESSES))
+        return chosen[:MAX_ADDRESSES]
+    return chosen
+
+
+async def _resolved(
+    settings: Resolution, host: str, probe_timeout: float, recorder: RunRecorder
+) -> list[str]:
+    """Every address found through every source, or the fallback when none answered."""
     sources: dict[str, Sequence[str]] = {"system": ()}
     if settings.resolvers:
         sources = {"resolvers": settings.resolvers}
@@ -79,15 +97,13 @@ async def addresses(
         recorder.fact("fallback_used", 0.0)
     found = [address for outcome in outcomes if isinstance(outcome, list) for address in outcome]
     if found:
-        chosen = list(dict.fromkeys(found))
-    else:
-        error = next(outcome for outcome in outcomes if isinstance(outcome, ProbeError))
-        if not settings.fallback_addresses:
-            raise error
-        recorder.fact("fallback_used", 1.0)
-        recorder.fact("resolve_error", f"{error.reason}: {error.detail}")
-        chosen = list(settings.fallback_addresses)
-    return chosen[:1] if settings.first_address_only else chosen
+        return list(dict.fromkeys(found))
+    error = next(outcome for outcome in outcomes if isinstance(outcome, ProbeError))
+    if not settings.fallback_addresses:
+        raise error
+    recorder.fact("fallback_used", 1.0)
+    recorder.fact("resolve_error", f"{error.reason}: {error.detail}")
+    return list(settings.fallback_addresses)
 
 
 async def _resolve(

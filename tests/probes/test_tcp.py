@@ -11,8 +11,9 @@ import pytest
 import trustme
 from scripted_servers import Script, scripted
 
+from exporter.probes import _resolution
 from exporter.probes.tcp import TcpProbe
-from exporter.results import FailureReason, ProbeResult
+from exporter.results import FailureReason, ProbeResult, RunRecorder
 from exporter.runner import execute
 
 PROXY_407 = (
@@ -84,3 +85,13 @@ async def test_layer_7_inside_tls(test_ca: trustme.CA, ca_file: Path) -> None:
     assert result.success, result.detail
     assert {"connect", "tls", "proxy_connect"} <= set(result.phases)
     assert result.facts["proxy_status_code"] == 407
+
+
+async def test_at_most_sixteen_addresses_are_tried_in_a_run() -> None:
+    # Nothing answers DNS on 127.0.0.1: the twenty fallback addresses stand in, sixteen tried.
+    fallback = [f"192.0.2.{i}" for i in range(1, 21)]
+    probe = _probe(9, host="many.invalid", resolvers=["127.0.0.1"], fallback_addresses=fallback)
+    recorder = RunRecorder()
+    chosen = await _resolution.addresses(probe, probe.host, probe.timeout, recorder)
+    assert chosen == fallback[: _resolution.MAX_ADDRESSES]
+    assert recorder.facts["addresses_dropped"] == 4
