@@ -7,7 +7,8 @@ probe's latest result and counters, and every scrape reads them.
 Per-probe series carry one label, ``probe`` (the unique name from the config). The descriptive
 labels live once per probe in ``egress_probe_info`` and are joined where a query needs them
 (``* on (probe) group_left (kind, target) egress_probe_info``, the writing-exporters guide's
-info-metric pattern); this keeps a probe's exposition under 2 KB and 20 series:
+info-metric pattern); this keeps a probe's exposition under 2 KB and 20 series in steady
+state:
 
 - ``egress_probe_info{probe, kind, target, group, transport, family}`` = 1.
 - ``egress_probe_interval_seconds``: how often the probe runs (staleness is judged against it).

@@ -14,7 +14,6 @@ run stores its detail once.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from exporter.results import FailureReason, ProbeResult
@@ -73,8 +72,3 @@ class History:
             self.since = run.finished_at
             return True
         return False
-
-    def recent_failures(self) -> Iterator[Run]:
-        """Every failure kept, newest first: those among the runs, then the older ones."""
-        yield from (run for run in reversed(self.runs) if not run.success)
-        yield from reversed(self.failures)

@@ -29,8 +29,6 @@ from exporter.redact import redact
 
 FORMATS = ("logfmt", "json")
 LEVELS = ("debug", "info", "warn", "error")
-# The leading keys of every line, in this order; fields follow, a traceback (``err``) last.
-LEADING = ("time", "level", "source", "msg")
 # A logfmt value needs quotes when it holds one of these (go-logfmt quotes on <= " ", "=" and
 # '"'; a backslash, any Unicode space and the C1 controls are quoted too, so that no parser
 # splits or misreads it), or any character that is not printable.

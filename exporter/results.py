@@ -235,7 +235,7 @@ class RunRecorder:
     """What one run has learnt so far: phase timings, facts and per-address results.
 
     A kind writes into the recorder as it goes, so nothing is lost when the run is cut short:
-    the engine owns the only timeout and, when it fires, reads from the recorder the phase in
+    the runner owns the only timeout and, when it fires, reads from the recorder the phase in
     progress (and the reason a timeout there means, e.g. ``proxy_connect_failed`` while waiting
     for the proxy) and finishes the addresses still in flight as timeouts. Sub-results of a run
     that fans out (one per address tried) are child recorders; a ``mirrored`` child's phases
@@ -381,17 +381,16 @@ class RunRecorder:
         return FailureReason.TIMEOUT, f"no answer {spent}"
 
 
+# Errnos of plain OSErrors; ECONNRESET, EPIPE and ETIMEDOUT raise ConnectionResetError,
+# BrokenPipeError and TimeoutError, which their own rows of EXCEPTION_REASONS map first.
 _CONNECT_ERRNOS: Mapping[int, FailureReason] = {
     errno.ECONNREFUSED: FailureReason.CONNECTION_REFUSED,
-    errno.ECONNRESET: FailureReason.CONNECTION_RESET,
-    errno.EPIPE: FailureReason.CONNECTION_RESET,
     errno.ENETUNREACH: FailureReason.NETWORK_UNREACHABLE,
     errno.EHOSTUNREACH: FailureReason.NETWORK_UNREACHABLE,
     errno.EACCES: FailureReason.NETWORK_UNREACHABLE,  # ICMP admin-prohibited on some stacks
     errno.EPERM: FailureReason.NETWORK_UNREACHABLE,  # a local firewall rejected the send
     errno.EADDRNOTAVAIL: FailureReason.NETWORK_UNREACHABLE,
     errno.EAFNOSUPPORT: FailureReason.NETWORK_UNREACHABLE,  # no IPv6 here (ipv6.disable=1)
-    errno.ETIMEDOUT: FailureReason.TIMEOUT,
 }
 
 

@@ -1,6 +1,6 @@
 """Running a probe once: its kind's run, bounded by the probe's timeout, as a ProbeResult.
 
-The engine's timeout is the only deadline of a run. When it fires, the verdict comes from what
+The probe's timeout is the only deadline of a run. When it fires, the verdict comes from what
 the run recorded so far (the phase in progress and what a timeout there means, the addresses
 finished and those still in flight), so a slow event loop can never replace a kind's own
 verdict with a bare ``timeout`` or lose its phases and endpoints.

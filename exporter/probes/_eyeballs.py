@@ -86,7 +86,7 @@ async def race(
                 await _abandon(recorder, running, winner, clock())
                 return winner.task.result(), winner.endpoint.address
     finally:
-        await _stop(running)  # the run was cut short: the engine times the rest out
+        await _stop(running)  # the run was cut short: the runner times the rest out
     raise _all_failed(failed, port)
 
 

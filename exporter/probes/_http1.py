@@ -4,7 +4,7 @@ h11 is sans-IO: it turns events into bytes and bytes into events with RFC 9112's
 (interim 1xx responses, obsolete line folding, Transfer-Encoding over Content-Length, strict
 chunk sizes, every field line kept), while the socket, every read and the timing stay ours.
 Each read is bounded: a response head by ``MAX_HEAD_BYTES`` (h11's
-``max_incomplete_event_size``), a body by the caller's limit, the whole run by the engine's
+``max_incomplete_event_size``), a body by the caller's limit, the whole run by the runner's
 timeout.
 
 A peer that does not speak HTTP is ``http_bad_response`` with what it sent in the detail
@@ -157,7 +157,7 @@ class Exchange:
                 f"{self._peer}: not an HTTP answer (curl 1): got {pending[:_SHOWN_BYTES]!r}",
             )
 
-    def _bad(self, problem: str, *, head: bool = True) -> ProbeError:
+    def _bad(self, problem: str, *, head: bool) -> ProbeError:
         problem = _BYTEARRAY.sub(r"\1", problem)  # h11 shows the offending bytes as bytearray
         if problem == "Receive buffer too long":
             problem = f"response head larger than {MAX_HEAD_BYTES} B"

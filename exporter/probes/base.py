@@ -360,11 +360,11 @@ C = TypeVar("C", bound=ProbeConfig)
 
 @dataclass(frozen=True)
 class ProbeKind(Generic[C]):
-    """How the engine runs a kind and what the collector may say about it.
+    """How the runner runs a kind and what the collector may say about it.
 
     ``run`` performs one probe: it writes phases, facts and per-address results into the
     recorder as it goes and returns when the answer was as expected, or raises (a
-    :class:`exporter.results.ProbeError`, or any exception the reason mapping knows). The engine
+    :class:`exporter.results.ProbeError`, or any exception the reason mapping knows). The runner
     owns the timeout. ``facts`` are the numeric facts exported as ``egress_<kind>_<fact>``
     gauges, with their help text. ``curl_codes``: the agent this kind stands for makes its
     requests with libcurl (WithSecure's, which logs curl error codes in ``fsscorplug.log``), so

@@ -352,6 +352,7 @@ KIND = ProbeKind(
         "resolver_answers_differ": "1 when the given resolvers and the system resolver answered "
         "different address sets.",
         "fallback_used": "1 when no resolver answered and the fallback addresses were tried.",
+        "interim_responses": "Interim (1xx) answers skipped before the final one in the last run.",
     },
     curl_codes=True,
 )
