@@ -282,7 +282,7 @@ def test_a_fault_recording_a_result_is_logged_and_the_probe_keeps_running(
     sleeper: Sleeper, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No jitter: the first run starts at 0, so 3.5 s hold exactly the runs at 0, 1, 2 and 3.
-    monkeypatch.setattr("exporter.scheduler.random.uniform", lambda low, high: low)
+    monkeypatch.setattr("exporter.scheduler.random.uniform", lambda low, _high: low)
     recorded: list[ProbeResult] = []
 
     def record(result: ProbeResult) -> None:

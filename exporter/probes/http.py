@@ -191,10 +191,19 @@ async def run(config: HttpProbe, recorder: RunRecorder) -> None:
 
 @dataclass
 class _Attempt:
-    """One run's requests (one per redirect followed), recorded as they go."""
+    """One run's requests (one per redirect followed), recorded as they go.
+
+    The probe's own resolution settings (resolvers, fallback addresses) and ``tls.server_name``
+    belong to the host it names: a redirect to another host is resolved by the system resolver
+    and its certificate checked against its own name, as the agent would.
+    """
 
     config: HttpProbe
     recorder: RunRecorder
+
+    def _own(self, host: str) -> bool:
+        """Whether ``host`` is the probe's own (A-label form), not a redirect's."""
+        return host == urlsplit(ascii_url(self.config.url)).hostname
 
     async def fetch(self) -> None:
         """Request the URL, and each redirect target while redirects may be followed.
@@ -240,8 +249,13 @@ class _Attempt:
             self.recorder.fact("proxy", config.proxy.url)
             return await open_proxy(config.proxy, config, config.timeout, self.recorder)
         host = url.hostname or ""
+        settings = (
+            config
+            if self._own(host)
+            else _resolution.Resolution(address_family=config.address_family)
+        )
         with self.recorder.phase("resolve"):
-            addresses = await _resolution.addresses(config, host, config.timeout, self.recorder)
+            addresses = await _resolution.addresses(settings, host, config.timeout, self.recorder)
         with self.recorder.phase("connect"):
             port = url.port or _DEFAULT_PORTS[url.scheme]
             sock, address = await _eyeballs.race(self.recorder, addresses, port)
@@ -262,6 +276,8 @@ class _Attempt:
             if refused is not None:
                 raise refused
         tls = self.config.tls
+        if not self._own(host):
+            tls = tls.model_copy(update={"server_name": None})
         with self.recorder.phase("tls"):
             await _net.start_tls(writer, tls, host, self.recorder)
 

@@ -240,6 +240,28 @@ def origin_tls(test_ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
+async def test_a_redirect_to_another_host_is_checked_against_its_own_name(
+    test_ca: trustme.CA, origin_tls: ssl.SSLContext, ca_file: Path
+) -> None:
+    # tls.server_name belongs to the probe's own host: the redirect target's certificate is
+    # checked against the target's name, as the agent would.
+    target_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    test_ca.issue_cert("localhost").configure_cert(target_tls)
+    async with scripted(Script(OK), tls=target_tls) as target:
+        location = f"https://localhost:{target.port}/healthcheck"
+        moved = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+        async with scripted(Script(moved.encode()), tls=origin_tls) as origin:
+            probe = _probe(
+                f"https://127.0.0.1:{origin.port}/healthcheck",
+                follow_redirects=1,
+                address_family="ipv4",
+                tls={"ca_file": str(ca_file), "server_name": "healthcheck.test"},
+            )
+            result = await execute(probe)
+    assert result.success, result.detail
+    assert len(result.endpoints) == 2
+
+
 async def _via_proxy(
     answer: bytes, origin_tls: ssl.SSLContext, ca_file: Path, **fields: Any
 ) -> tuple[ProbeResult, list[bytes]]:
