@@ -330,19 +330,25 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(str(path), model, context, files)
 
 
-def _read(path: Path) -> bytes | None:
+def _signature(path: Path) -> tuple[int, ...] | None:
+    """What identifies the file's content without opening it: inode, size, mtime and ctime.
+
+    ``stat`` never blocks on a FIFO and reads nothing: a path swapped for a FIFO or a device
+    changes the signature, and the reload then refuses it (:mod:`exporter.files`).
+    """
     try:
-        return path.read_bytes()
+        info = path.stat()
     except OSError:
         return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class LiveWebConfig:
     """The web config in force, re-read when the file or a file it names changes.
 
     The toolkit re-reads the file on every request and every TLS handshake. Here each request
-    and handshake compares the bytes of the file, the certificate, the key and the client CA
-    with those last seen (small reads, no parsing), and reloads when one differs: a rotated
+    and handshake compares the ``stat`` signature of the file, the certificate, the key and the
+    client CA with those last seen (no open, no read), and reloads when one differs: a rotated
     certificate or a new user takes effect without a restart. An edit that makes the file
     invalid, or that would switch TLS on or off (a listener cannot change its protocol), loosens
     nothing: until the file is fixed :meth:`current` returns None and every request is refused
@@ -389,5 +395,5 @@ class LiveWebConfig:
         self.error = error
 
     @staticmethod
-    def _snapshot(config: WebConfig) -> tuple[bytes | None, ...]:
-        return tuple(_read(path) for path in (Path(config.source), *config.files))
+    def _snapshot(config: WebConfig) -> tuple[tuple[int, ...] | None, ...]:
+        return tuple(_signature(path) for path in (Path(config.source), *config.files))

@@ -12,10 +12,15 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from exporter.files import FileError, read_bounded
+
 if TYPE_CHECKING:  # both import this module
     from exporter.webconfig import LiveWebConfig, TlsServerConfig
 
 # Go crypto/tls version names (tls_config.go tlsVersions).
+# A certificate chain, key or CA bundle larger than this is not one.
+MAX_TLS_FILE_BYTES = 1 << 20
+
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -76,6 +81,8 @@ def tls_context(tls: TlsServerConfig, base: Path) -> ssl.SSLContext:
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
     cert, key = base / (tls.cert_file or ""), base / (tls.key_file or "")  # both checked set
+    _check_regular(cert, "cert_file")
+    _check_regular(key, "key_file")
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
@@ -95,6 +102,8 @@ def tls_context(tls: TlsServerConfig, base: Path) -> ssl.SSLContext:
 
 def _load_client_cas(context: ssl.SSLContext, tls: TlsServerConfig, base: Path) -> None:
     """The client CA from the file or inline; without one, the system store (as Go does)."""
+    if tls.client_ca_file:
+        _check_regular(base / tls.client_ca_file, "client_ca_file")
     try:
         if tls.client_ca_file:
             context.load_verify_locations(cafile=base / tls.client_ca_file)
@@ -105,6 +114,17 @@ def _load_client_cas(context: ssl.SSLContext, tls: TlsServerConfig, base: Path) 
     except (OSError, ssl.SSLError) as exc:
         key = "client_ca_file" if tls.client_ca_file else "client_ca"
         raise TlsFileError(key, f"cannot load the client CA: {exc.strerror or exc}") from None
+
+
+def _check_regular(path: Path, key: str) -> None:
+    """OpenSSL opens the file itself: refuse a FIFO, a device or a huge file before it does.
+
+    A FIFO would block the open forever, ``/dev/zero`` would be read without end.
+    """
+    try:
+        read_bounded(path, MAX_TLS_FILE_BYTES)
+    except FileError as exc:
+        raise TlsFileError(key, f"{path}: {exc}") from None
 
 
 def _set_cipher_suites(context: ssl.SSLContext, names: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -116,8 +117,8 @@ def test_htpasswd_output_is_a_valid_hash(tmp_path: Path) -> None:
         (
             "tls_server_config:\n  cert_file: missing.pem\n  key_file: server.pem\n",
             (
-                "web.yml:2: tls_server_config.cert_file: cannot load {dir}/missing.pem with "
-                "{dir}/server.pem: No such file or directory"
+                "web.yml:2: tls_server_config.cert_file: {dir}/missing.pem: cannot read: "
+                "No such file or directory"
             ),
         ),
         (
@@ -268,6 +269,21 @@ def test_live_tls_context_follows_a_rotated_certificate(
     (tls_dir / "server.pem").write_text("garbage")
     assert live.tls_context() is after  # handshakes keep the last valid certificate
     assert live.current() is None  # while requests are refused
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_not_waited_on(tls_dir: Path) -> None:
+    # A FIFO blocks an open until a writer comes: neither the load nor a request may wait on it.
+    live = LiveWebConfig(load_web_config(_write(tls_dir, TLS)))
+    context = live.tls_context()
+    (tls_dir / "server.pem").unlink()
+    os.mkfifo(tls_dir / "server.pem")
+    assert live.current() is None
+    assert "server.pem: not a regular file (a FIFO)" in (live.error or "")
+    assert live.tls_context() is context
+    (tls_dir / "web.yml").unlink()
+    os.mkfifo(tls_dir / "web.yml")
+    assert live.current() is None
+    assert "web.yml: not a regular file (a FIFO)" in (live.error or "")
 
 
 def test_readme_example_is_valid(tmp_path: Path, test_ca: trustme.CA) -> None:
