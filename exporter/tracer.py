@@ -20,10 +20,12 @@ opens at most ``_trace.WINDOW`` sockets at a time and ends within the bound
 :func:`exporter.probes._trace.trace` gives (14 s for 30 hops at the 2 s cap of the per-hop
 wait, which is the probe's timeout).
 
-**What it publishes.** The latest trace of any of a probe's addresses, while that address
-still fails; ``None`` once no address of the probe fails on the path any more, so the path
-metrics describe the current failure only. ``egress-exporter check`` traces every failing
-address at once (:func:`trace_failures`), whatever the interval.
+**What it publishes.** Each address keeps its latest trace while it fails (an address that
+answers again drops its trace). A probe's published path is the newest trace among its still
+failing addresses, ``None`` when none of them has one, so the path metrics describe a current
+failure only: an address that recovered never speaks for one that still fails. A publication
+is made when this choice changes, not for every result. ``egress-exporter check`` traces every
+failing address at once (:func:`trace_failures`), whatever the interval.
 
 :func:`path_json` (the ``path`` of ``check --output json``) and :func:`summary` (the one line
 of the ``check`` table, the landing page and the logs) say what a trace found.
@@ -111,14 +113,21 @@ class _Watch:
     failing: bool = False
     owed: bool = False
     traced_at: float = -math.inf
+    path: PathTrace | None = None
+    path_at: float = -math.inf
+
+    def answered(self) -> None:
+        """The address works again (or was not tried): nothing owed, its trace is over."""
+        self.failing = self.owed = False
+        self.path = None
 
 
 class Tracer:
     """Traces the paths of failing addresses, rate-limited, and publishes what they found.
 
-    ``publish(probe, path)`` gets each trace of a still failing address, and ``None`` when
-    none of the probe's addresses fails on the path any more. ``trace`` runs one trace (the
-    tests give a stand-in; time is the event loop's clock).
+    ``publish(probe, path)`` gets the probe's path each time it changes: the newest trace of
+    a still failing address, or ``None``. ``trace`` runs one trace (the tests give a stand-in;
+    time is the event loop's clock).
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class Tracer:
         self._probes: dict[str, ProbeConfig] = {}
         self._watches: dict[str, dict[str, _Watch]] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._published: dict[str, PathTrace | None] = {}
 
     def apply(self, probes: Sequence[ProbeConfig]) -> None:
         """Follow a (re)loaded config: a removed or changed probe starts afresh."""
@@ -138,6 +148,7 @@ class Tracer:
         for name, old in self._probes.items():
             if wanted.get(name) != old:
                 self._watches.pop(name, None)
+                self._published.pop(name, None)
                 for key in [key for key in self._tasks if key[0] == name]:
                     self._tasks.pop(key).cancel()
         self._probes = wanted
@@ -153,14 +164,23 @@ class Tracer:
         failing = set(_on_path(tried))
         for address in tried:
             watch = watches.setdefault(address, _Watch())
-            is_failing = address in failing
-            watch.owed = is_failing and (watch.owed or not watch.failing)
-            watch.failing = is_failing
+            if address not in failing:
+                watch.answered()
+                continue
+            watch.owed = watch.owed or not watch.failing
+            watch.failing = True
             if watch.owed and now - watch.traced_at >= probe.trace.min_interval:
                 self._start(probe, address, watch, now)
         self._forget_untried(probe, watches, now, tried)
-        if not any(watch.failing for watch in watches.values()):
-            self._publish(probe.name, None)
+        self._refresh(probe.name)
+
+    def _refresh(self, name: str) -> None:
+        """Publish the probe's path if it changed: the newest trace of a failing address."""
+        traced = [w for w in self._watches.get(name, {}).values() if w.failing and w.path]
+        path = max(traced, key=lambda watch: watch.path_at).path if traced else None
+        if name not in self._published or self._published[name] is not path:
+            self._published[name] = path
+            self._publish(name, path)
 
     def _start(self, probe: ProbeConfig, address: str, watch: _Watch, now: float) -> None:
         key = (probe.name, address)
@@ -181,7 +201,7 @@ class Tracer:
         """
         for address in set(watches) - set(tried):
             watch = watches[address]
-            watch.failing = watch.owed = False
+            watch.answered()
             if now - watch.traced_at >= probe.trace.min_interval:
                 del watches[address]
 
@@ -204,7 +224,8 @@ class Tracer:
         log.info("path traced", extra=fields)
         watch = self._watches.get(probe.name, {}).get(address)
         if watch is not None and watch.failing:
-            self._publish(probe.name, path)
+            watch.path, watch.path_at = path, asyncio.get_running_loop().time()
+            self._refresh(probe.name)
 
     def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is task:

@@ -241,29 +241,53 @@ def test_a_trace_that_ends_after_recovery_is_not_published() -> None:
     _run(scenario, [_dns()], seconds=3.0)
 
 
-def test_each_failing_address_of_a_fanning_probe_is_traced() -> None:
-    probe = TcpProbe(
+def _fanning_result(*endpoints: tuple[str, FailureReason | None]) -> ProbeResult:
+    tried = tuple(
+        EndpointResult(address, reason is None, reason, {}, "") for address, reason in endpoints
+    )
+    return ProbeResult("t", False, FailureReason.TIMEOUT, 1.0, {}, "", 0.0, endpoints=tried)
+
+
+def _fanning_probe() -> TcpProbe:
+    return TcpProbe(
         name="t", kind="tcp", host="swg.example", port=443, trace=TraceSettings(enabled=True)
     )
 
-    def result(*endpoints: tuple[str, FailureReason | None]) -> ProbeResult:
-        tried = tuple(
-            EndpointResult(address, reason is None, reason, {}, "")
-            for address, reason in endpoints
-        )
-        return ProbeResult("t", False, FailureReason.TIMEOUT, 1.0, {}, "", 0.0, endpoints=tried)
 
+def test_each_failing_address_of_a_fanning_probe_is_traced() -> None:
     async def scenario(tracer: Tracer, traces: FakeTraces, published: Published) -> None:
-        tracer.observe(result(("192.0.2.1", FailureReason.TIMEOUT), ("192.0.2.2", None)))
+        tracer.observe(_fanning_result(("192.0.2.1", FailureReason.TIMEOUT), ("192.0.2.2", None)))
         await _at(1)
-        tracer.observe(result(("192.0.2.1", None), ("192.0.2.2", FailureReason.TIMEOUT)))
+        tracer.observe(_fanning_result(("192.0.2.1", None), ("192.0.2.2", FailureReason.TIMEOUT)))
         await _at(5)
         assert [address for _, address, _ in traces.calls] == ["192.0.2.1", "192.0.2.2"]
         path = published.paths["t"]
         assert path is not None
         assert path.target == PathTarget("192.0.2.2", 443, "tcp")
 
-    _run(scenario, [probe])
+    _run(scenario, [_fanning_probe()])
+
+
+def test_a_recovered_address_does_not_speak_for_one_that_still_fails() -> None:
+    async def scenario(tracer: Tracer, _: FakeTraces, published: Published) -> None:
+        tracer.observe(_fanning_result(("192.0.2.1", FailureReason.TIMEOUT), ("192.0.2.2", None)))
+        await _at(2)
+        first = published.paths["t"]
+        assert first is not None
+        assert first.target.address == "192.0.2.1"
+        tracer.observe(_fanning_result(("192.0.2.1", None), ("192.0.2.2", FailureReason.TIMEOUT)))
+        assert published.paths["t"] is None  # 192.0.2.2's trace is still running
+        await _at(4)
+        second = published.paths["t"]
+        assert second is not None
+        assert second.target.address == "192.0.2.2"
+        for _ in range(5):  # the same failure again: nothing new to publish
+            tracer.observe(
+                _fanning_result(("192.0.2.1", None), ("192.0.2.2", FailureReason.TIMEOUT))
+            )
+        assert published.count == 2
+
+    _run(scenario, [_fanning_probe()])
 
 
 def test_a_changed_probe_starts_afresh() -> None:
