@@ -86,29 +86,16 @@ class BenchLab(Lab):
 
         Answers the bench's TXT name and the lab's records; never recurses.
         """
-        lines = [
-            "server:",
-            '  username: ""',
-            '  chroot: ""',
-            '  pidfile: ""',
-            f'  directory: "{self.workdir}"',
-            "  do-daemonize: no",
-            "  use-syslog: no",
-            '  logfile: ""',
-            "  verbosity: 0",
-            "  interface: 0.0.0.0",
-            "  interface-automatic: yes",  # answer from the address that was asked
-            "  do-ip6: no",
-            "  access-control: 0.0.0.0/0 allow",
-            '  module-config: "iterator"',
-            "  num-threads: 1",
-            "  so-reuseport: no",
-            "  incoming-num-tcp: 1024",
-            "  so-rcvbuf: 4m",
-            "  so-sndbuf: 4m",
-            '  local-zone: "." static',
-            f"  local-data: '{TXT_RECORD}'",
-        ]
+        lines = self.unbound_server(
+            "interface: 0.0.0.0",
+            "interface-automatic: yes",  # answer from the address that was asked
+            "do-ip6: no",
+            "access-control: 0.0.0.0/0 allow",
+            "incoming-num-tcp: 1024",
+            "so-rcvbuf: 4m",
+            "so-sndbuf: 4m",
+            f"local-data: '{TXT_RECORD}'",
+        )
         lines += [
             f'  local-data: "{name}. 5 IN A {address}"'
             for name, addresses in records.items()

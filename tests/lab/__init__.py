@@ -355,28 +355,37 @@ class Lab:
             for path in sorted(self.workdir.glob("proc-*.log"))
         )
 
+    def unbound_server(self, *settings: str) -> list[str]:
+        """The ``server:`` clause of a foreground, unprivileged, non-recursing unbound.
+
+        ``settings`` (interfaces, access control, tuning) follow the common lines; the caller
+        appends its ``local-data`` and the ``remote-control`` clause.
+        """
+        common = (
+            'username: ""',
+            'chroot: ""',
+            'pidfile: ""',
+            f'directory: "{self.workdir}"',
+            "do-daemonize: no",
+            "use-syslog: no",
+            'logfile: ""',
+            "verbosity: 0",
+            'module-config: "iterator"',
+            "num-threads: 1",
+            "so-reuseport: no",
+            'local-zone: "." static',
+        )
+        return ["server:", *(f"  {line}" for line in (*common, *settings))]
+
     def start_resolver(self, records: Mapping[str, Sequence[str]] = LAB_RECORDS) -> None:
         """Run unbound in the cloud as the client's system resolver, answering ``records``."""
-        lines = [
-            "server:",
-            '  username: ""',
-            '  chroot: ""',
-            '  pidfile: ""',
-            f'  directory: "{self.workdir}"',
-            "  do-daemonize: no",
-            "  use-syslog: no",
-            '  logfile: ""',
-            "  verbosity: 0",
-            f"  interface: {RESOLVER_V4}",
-            f"  interface: {RESOLVER_V6}",
-            "  access-control: 0.0.0.0/0 allow",
-            "  access-control: ::/0 allow",
-            '  module-config: "iterator"',
-            "  num-threads: 1",
-            "  so-reuseport: no",
-            '  local-zone: "." static',
-            "  rrset-roundrobin: no",  # answers keep the order written here
-        ]
+        lines = self.unbound_server(
+            f"interface: {RESOLVER_V4}",
+            f"interface: {RESOLVER_V6}",
+            "access-control: 0.0.0.0/0 allow",
+            "access-control: ::/0 allow",
+            "rrset-roundrobin: no",  # answers keep the order written here
+        )
         for name, addresses in records.items():
             for address in addresses:
                 rtype = "AAAA" if ":" in address else "A"
