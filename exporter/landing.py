@@ -25,11 +25,11 @@ from urllib.parse import quote
 from exporter import __version__
 from exporter.collector import ProbeRecord, ResultStore
 from exporter.history import Run
-from exporter.probes import KINDS
+from exporter.probes import reason_text
 from exporter.probes._trace import Hop, PathTrace
 from exporter.redact import printable
-from exporter.results import EndpointResult, ProbeResult, curl_code, fix_hint
-from exporter.status import Severity, Verdict, severity, verdict_of
+from exporter.results import EndpointResult, ProbeResult, fix_hint
+from exporter.status import Severity, Verdict, inapplicable, severity, verdict_of
 from exporter.tracer import summary
 
 PROBE_PREFIX = "/probes/"
@@ -151,17 +151,12 @@ def landing_page(site: Site, now: float | None = None) -> str:
     rest: list[ProbeRecord] = []
     for record in store.records.values():
         last = record.last
-        counts = not _inapplicable(record, states)
+        counts = not inapplicable(verdict_of(record.config, states))
         (failing if last is not None and not last.success and counts else rest).append(record)
     bad = [v for v in states if severity(v) in {Severity.WARNING, Severity.CRITICAL}]
     title = f"egress-exporter: {len(bad)} states and {len(failing)} probes need attention"
     body = _header("", site, now) + _tiles(states, now) + _failing(failing, now) + _rest(rest, now)
     return _document(title, _refresh(store), body)
-
-
-def _inapplicable(record: ProbeRecord, states: Sequence[Verdict]) -> bool:
-    verdict = verdict_of(record.config, states)
-    return verdict is not None and severity(verdict) is Severity.NOT_APPLICABLE
 
 
 def _tiles(states: Sequence[Verdict], now: float) -> str:
@@ -192,10 +187,7 @@ def _probe_link(record: ProbeRecord, root: str = "") -> str:
 
 
 def _reason(record: ProbeRecord, result: ProbeResult | Run) -> str:
-    if result.reason is None:
-        return ""
-    code = curl_code(result.reason) if KINDS[record.config.kind].curl_codes else None
-    return _e(result.reason) + ("" if code is None else f" (curl {code})")
+    return _e(reason_text(record.config.kind, result.reason))
 
 
 def _failing(records: Sequence[ProbeRecord], now: float) -> str:

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config import Config
-from exporter.probes import KINDS
+from exporter.probes import reason_text, shown_curl_code
 from exporter.probes._trace import PathTrace
 from exporter.probes.base import ProbeConfig
 from exporter.redact import printable
-from exporter.results import EndpointResult, ProbeResult, curl_code, fix_hint
-from exporter.status import Severity, Verdict, severity, verdict_of
+from exporter.results import EndpointResult, ProbeResult, fix_hint
+from exporter.status import Severity, Verdict, inapplicable, severity, verdict_of
 from exporter.tracer import path_json, summary
 
 MIN_WIDTH = 40  # narrower terminals get lines of this width
@@ -69,7 +69,7 @@ class Entry:
     @property
     def inapplicable(self) -> bool:
         """It counts towards a state that does not apply here (its failure is no problem)."""
-        return self.verdict is not None and severity(self.verdict) is Severity.NOT_APPLICABLE
+        return inapplicable(self.verdict)
 
     @property
     def failed(self) -> bool:
@@ -100,11 +100,6 @@ def healthy(items: Sequence[Entry], verdicts: Sequence[Verdict]) -> bool:
     """Every state ok or not applicable, and every probe that counts succeeded."""
     bad = {Severity.WARNING, Severity.CRITICAL}
     return not any(severity(v) in bad for v in verdicts) and not any(e.failed for e in items)
-
-
-def shown_curl_code(entry: Entry) -> int | None:
-    """The curl code the agent would log, for kinds whose agent is libcurl-based only."""
-    return curl_code(entry.result.reason) if KINDS[entry.probe.kind].curl_codes else None
 
 
 # -- the text report -------------------------------------------------------------------------
@@ -198,8 +193,7 @@ def _outcome(entry: Entry) -> str:
     result = entry.result
     if result.success:
         return _ms(result.duration_seconds)
-    code = shown_curl_code(entry)
-    return f"{result.reason}" + ("" if code is None else f" (curl {code})")
+    return reason_text(entry.probe.kind, result.reason)
 
 
 def _block(entry: Entry, style: Style) -> list[str]:
@@ -339,7 +333,7 @@ def _probe_json(entry: Entry) -> dict[str, Any]:
         "success": result.success,
         "counts": not entry.inapplicable,
         "reason": None if result.reason is None else str(result.reason),
-        "curl_code": shown_curl_code(entry),
+        "curl_code": shown_curl_code(entry.probe.kind, entry.result.reason),
         "duration_seconds": round(result.duration_seconds, 6),
         "phases": _rounded(result.phases),
         "facts": dict(result.facts),

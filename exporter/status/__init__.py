@@ -65,6 +65,15 @@ def severity(verdict: Verdict) -> Severity:
     return _RULES_BY_METRIC[verdict.metric].severities[verdict.state]
 
 
+def inapplicable(verdict: Verdict | None) -> bool:
+    """Whether ``verdict`` (a probe's, from :func:`verdict_of`) says its state does not apply.
+
+    A probe of a state that does not apply here (an IPv6 resolver probe at a vantage point
+    with no IPv6 route: ``not_applicable``) does not count as failed.
+    """
+    return verdict is not None and severity(verdict) is Severity.NOT_APPLICABLE
+
+
 def verdict_of(probe: ProbeConfig, verdicts: Sequence[Verdict]) -> Verdict | None:
     """The verdict among ``verdicts`` that ``probe`` counts towards, if any."""
     role = probe.counts_towards

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from exporter.probes import reason_text
 from exporter.probes.base import ProbeConfig, StateRole
 from exporter.probes.http import HttpProbe
-from exporter.results import curl_code
 from exporter.status.base import Member, Severity, StateRule
 
 REACHABLE, DEGRADED, UNREACHABLE = "reachable", "degraded", "unreachable"
@@ -47,9 +47,7 @@ def decide(members: Sequence[Member]) -> tuple[str, str]:
 
 
 def _failure(member: Member) -> str:
-    curl = curl_code(member.result.reason)
-    code = f" (curl {curl})" if curl is not None else ""
-    return f"{member.probe.name} {member.result.reason}{code}"
+    return f"{member.probe.name} {reason_text(member.probe.kind, member.result.reason)}"
 
 
 RULE = StateRule(
