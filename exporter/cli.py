@@ -31,6 +31,7 @@ from exporter import __version__, logs, report
 from exporter.app import Runtime, make_app, telemetry_path_problem
 from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
+from exporter.probes._net import host_port
 from exporter.runner import run_all_once
 from exporter.status import evaluate
 from exporter.tracer import trace_failures
@@ -320,7 +321,7 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     await runner.setup()
     tls = listener_tls(live) if live is not None else None
     for host, port in args.listen or [(None, 10115)]:
-        address = f"[{host}]:{port}" if host and ":" in host else f"{host or ''}:{port}"
+        address = host_port(host or "", port)
         try:
             await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except OSError as exc:

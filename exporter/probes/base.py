@@ -122,6 +122,11 @@ def is_ip(host: str) -> bool:
     return True
 
 
+def family_of(address: str) -> str:
+    """``ipv4`` or ``ipv6``: the ``family`` label of an IP address."""
+    return f"ipv{ipaddress.ip_address(address).version}"
+
+
 def ascii_host(host: str) -> str:
     """The form of a host name that goes on the wire: A-labels (punycode), IP literals as is.
 

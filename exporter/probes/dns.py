@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import re
 import socket
 import struct
@@ -53,7 +52,15 @@ from pydantic import AfterValidator, Discriminator, Field
 from exporter.probes import _icmp, _net
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
 from exporter.probes._trace import PathTarget
-from exporter.probes.base import IPAddress, Port, ProbeConfig, ProbeKind, Regex, StrictModel
+from exporter.probes.base import (
+    IPAddress,
+    Port,
+    ProbeConfig,
+    ProbeKind,
+    Regex,
+    StrictModel,
+    family_of,
+)
 from exporter.results import FailureReason, ProbeError, ProbeResult, RunRecorder, classify
 
 TCP_PHASES = ("connect", "request")
@@ -187,7 +194,7 @@ class DnsProbe(ProbeConfig):
     @property
     def family(self) -> str:
         """The server's address family."""
-        return "ipv6" if ipaddress.ip_address(self.server).version == 6 else "ipv4"
+        return family_of(self.server)
 
     @property
     def phases(self) -> tuple[str, ...]:

@@ -13,7 +13,6 @@ check asks the proxy itself for an answer on each connection.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Iterator
 from typing import Literal
 from urllib.parse import urlsplit
@@ -33,6 +32,7 @@ from exporter.probes.base import (
     StrictModel,
     ascii_host,
     ascii_url,
+    family_of,
     is_ip,
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
@@ -79,7 +79,7 @@ class TcpProbe(ProbeConfig, _resolution.Resolution):
         """A source address can only reach destinations of its own family: say so at load."""
         if self.source_address is None:
             return self
-        family = _family_of(self.source_address)
+        family = family_of(self.source_address)
         if self.address_family not in {"any", family}:
             raise ValueError(
                 f"source_address {self.source_address} is {family}, but address_family is "
@@ -88,7 +88,7 @@ class TcpProbe(ProbeConfig, _resolution.Resolution):
         others = [
             address
             for address in (self.host, *self.fallback_addresses)
-            if is_ip(address) and _family_of(address) != family
+            if is_ip(address) and family_of(address) != family
         ]
         if others:
             raise ValueError(
@@ -106,7 +106,7 @@ class TcpProbe(ProbeConfig, _resolution.Resolution):
     def family(self) -> str:
         """The address family the probe is pinned to: ``address_family``, or the source's."""
         if self.source_address is not None and self.address_family == "any":
-            return _family_of(self.source_address)
+            return family_of(self.source_address)
         return self.address_family
 
     @property
@@ -137,10 +137,6 @@ class TcpProbe(ProbeConfig, _resolution.Resolution):
             if problem is not None:
                 consequence = "runs fail as source_address_unavailable until the host has it"
                 yield ("source_address",), f"{problem}; {consequence}"
-
-
-def _family_of(address: str) -> str:
-    return f"ipv{ipaddress.ip_address(address).version}"
 
 
 async def run(config: TcpProbe, recorder: RunRecorder) -> None:
