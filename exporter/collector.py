@@ -166,22 +166,6 @@ PROBE_FAMILIES: tuple[Family, ...] = (
     *FACTS.values(),
 )
 _POSITION = {family.name: index for index, family in enumerate(PROBE_FAMILIES)}
-(
-    _INFO,
-    _INTERVAL,
-    _SUCCESS,
-    _DURATION,
-    _PHASES,
-    _LAST_RUN,
-    _LAST_SUCCESS,
-    _LAST_FAILURE,
-    _RUNS,
-    _FAILURES,
-    _ENDPOINTS,
-    _ENDPOINT_FAILURES,
-    _PATH_HOPS,
-    _PATH_INFO,
-) = range(14)
 
 
 def label_value(value: str) -> str:
@@ -231,12 +215,10 @@ class ProbeRecord:
         self._starts = [f"{family.name}{{{me}" for family in PROBE_FAMILIES]
         info = ",".join(f'{k}="{label_value(v)}"' for k, v in info_labels(config).items())
         self._info = f"{INFO.name}{{{info}}} 1\n"
-        self._interval = f"{self._starts[_INTERVAL]}}} {number(config.interval)}\n"
+        self._interval = f"{self._starts[_POSITION[INTERVAL.name]]}}} {number(config.interval)}\n"
         self._phases = config.phases
         self._facts = {
-            fact: _POSITION[family.name]
-            for (kind, fact), family in FACTS.items()
-            if kind == config.kind
+            fact: family for (kind, fact), family in FACTS.items() if kind == config.kind
         }
         self.lines: list[str] = []
         self.render()
@@ -264,49 +246,50 @@ class ProbeRecord:
         lines = [""] * len(PROBE_FAMILIES)
         starts = self._starts
 
-        def put(index: int, value: float, extra: str = "") -> None:
+        def put(family: Family, value: float, extra: str = "") -> None:
+            index = _POSITION[family.name]
             lines[index] += f"{starts[index]}{extra}}} {number(value)}\n"
 
-        lines[_INFO] = self._info
-        lines[_INTERVAL] = self._interval
-        put(_RUNS, self.runs)
+        lines[_POSITION[INFO.name]] = self._info
+        lines[_POSITION[INTERVAL.name]] = self._interval
+        put(RUNS, self.runs)
         for reason, count in sorted(self.failures.items()):
-            put(_FAILURES, count, f',reason="{reason}"')
+            put(FAILURES, count, f',reason="{reason}"')
         if self.last_success_at is not None:
-            put(_LAST_SUCCESS, self.last_success_at)
+            put(LAST_SUCCESS, self.last_success_at)
         failure = self.last_failure
         if failure is not None and failure.reason is not None:
-            put(_LAST_FAILURE, failure.finished_at, f',reason="{failure.reason}"')
+            put(LAST_FAILURE, failure.finished_at, f',reason="{failure.reason}"')
         last = self.last
         if last is not None:
-            put(_SUCCESS, float(last.success))
-            put(_DURATION, last.duration_seconds)
-            put(_LAST_RUN, last.finished_at)
+            put(SUCCESS, float(last.success))
+            put(DURATION, last.duration_seconds)
+            put(LAST_RUN, last.finished_at)
             for phase in self._phases:
-                put(_PHASES, last.phases.get(phase, 0.0), f',phase="{phase}"')
+                put(PHASES, last.phases.get(phase, 0.0), f',phase="{phase}"')
             self._render_endpoints(last, put)
             for fact, value in last.facts.items():
-                index = self._facts.get(fact)
-                if index is not None and isinstance(value, int | float):
-                    put(index, float(value))
+                family = self._facts.get(fact)
+                if family is not None and isinstance(value, int | float):
+                    put(family, float(value))
         if self.path is not None:
             self._render_path(self.path, put)
         self.lines = lines
 
     @staticmethod
-    def _render_path(path: PathTrace, put: Callable[[int, float, str], None]) -> None:
+    def _render_path(path: PathTrace, put: Callable[[Family, float, str], None]) -> None:
         hop = path.last_hop
-        put(_PATH_HOPS, 0 if hop is None else hop.ttl, "")
+        put(PATH_HOPS, 0 if hop is None else hop.ttl, "")
         address = "" if hop is None or hop.address is None else hop.address
-        put(_PATH_INFO, 1, f',verdict="{path.verdict}",last_hop="{label_value(address)}"')
+        put(PATH_INFO, 1, f',verdict="{path.verdict}",last_hop="{label_value(address)}"')
 
     @staticmethod
-    def _render_endpoints(last: ProbeResult, put: Callable[[int, float, str], None]) -> None:
+    def _render_endpoints(last: ProbeResult, put: Callable[[Family, float, str], None]) -> None:
         if last.endpoints:
-            put(_ENDPOINTS, len(last.endpoints), "")
+            put(ENDPOINTS, len(last.endpoints), "")
             reasons = Counter(e.reason for e in last.endpoints if e.reason is not None)
             for reason, count in sorted(reasons.items()):
-                put(_ENDPOINT_FAILURES, count, f',reason="{reason}"')
+                put(ENDPOINT_FAILURES, count, f',reason="{reason}"')
 
 
 class ResultStore:
