@@ -94,7 +94,9 @@ class StateTracker:
     """Publishes the derived states: evaluates the rules every second, through the hysteresis.
 
     ``latest`` gives the latest result of every probe, ``publish`` receives the states to
-    export. A rule that raises is logged and retried next round; it never freezes the others.
+    export. A rule that raises publishes no state this round (its states disappear rather than
+    go stale) and is retried the next; the other rules go on. Its error is logged when it first
+    appears or changes, and its recovery once, not every second.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class StateTracker:
         self._probes: Sequence[ProbeConfig] = ()
         self._hysteresis = Hysteresis(3)
         self._task: asyncio.Task[None] | None = None
+        self._errors: dict[str, str] = {}  # rule name -> its error, while it fails
 
     def apply(self, probes: Sequence[ProbeConfig], consecutive: int) -> None:
         """Derive from ``probes`` from now on, changing a state after ``consecutive`` verdicts."""
@@ -118,12 +121,23 @@ class StateTracker:
 
     def update(self) -> None:
         """One round: evaluate every rule and publish through the hysteresis."""
-        try:
-            verdicts = evaluate(self._probes, self._latest())
-        except Exception:
-            log.exception("deriving protection states failed")
-            return
+        latest = dict(self._latest())
+        verdicts: list[Verdict] = []
+        for rule in RULES:
+            try:
+                verdicts += rule.evaluate(self._probes, latest)
+            except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the others
+                self._failed(rule.name, exc)
+            else:
+                if self._errors.pop(rule.name, None) is not None:
+                    log.info("deriving the %s states works again", rule.name)
         self._publish(self._hysteresis.update(verdicts))
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if self._errors.get(name) != error:
+            log.error("deriving the %s states failed", name, exc_info=exc)
+        self._errors[name] = error
 
     async def stop(self) -> None:
         """Stop deriving."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from status_runs import new_run
 from virtual_clock import run_virtual
 
+from exporter import status
 from exporter.probes.dns import DnsProbe
 from exporter.results import ProbeResult
 from exporter.status import StateTracker
@@ -43,4 +45,49 @@ def test_the_first_result_is_published_within_a_second_not_an_interval() -> None
     assert 2.5 <= first[0] <= 3.5
     assert [(v.metric, v.state) for v in first[1]] == [
         ("dns_protection_state", "protected_encrypted")
+    ]
+
+
+class BrokenRule:
+    """A rule whose evaluation raises while ``broken`` is set."""
+
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    def evaluate(self, probes: object, latest: object) -> list[Verdict]:
+        del probes, latest
+        if self.broken:
+            raise ValueError("a rule bug")
+        return []
+
+
+def test_a_failing_rule_is_logged_once_and_does_not_stop_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = BrokenRule()
+    monkeypatch.setattr("exporter.status.RULES", (broken, *status.RULES))
+    results = {PROBE.name: new_run(PROBE.name, None)}
+    published: list[list[Verdict]] = []
+
+    async def main() -> None:
+        tracker = StateTracker(lambda: results, published.append)
+        tracker.apply([PROBE], consecutive=3)
+        await asyncio.sleep(4.5)  # five rounds with the broken rule
+        broken.broken = False
+        await asyncio.sleep(2.0)
+        await tracker.stop()
+
+    with caplog.at_level("INFO", logger="exporter.status"):
+        run_virtual(main)
+    assert all(
+        [(v.metric, v.state) for v in verdicts]
+        == [("dns_protection_state", "protected_encrypted")]
+        for verdicts in published
+    )
+    assert len(published) >= 6
+    assert [r.getMessage() for r in caplog.records] == [
+        "deriving the broken states failed",
+        "deriving the broken states works again",
     ]
