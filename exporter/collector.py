@@ -136,26 +136,26 @@ PATH_INFO = Family(
     "How the latest path trace of a failing address ended (verdict: reached, silent_after, "
     "rejected_by, rst) and the last hop that answered (value 1; replaced when it changes).",
 )
-# The exporter's own series (exporter.exposition renders them afresh at every scrape).
-BUILD_INFO = Family("egress_build_info", "gauge", "Build information of egress-exporter.")
-RELOAD_SUCCESSFUL = Family(
-    "egress_config_last_reload_successful",
-    "gauge",
-    "Whether the last configuration load or reload succeeded.",
-)
-RELOAD_SUCCESS_AT = Family(
-    "egress_config_last_reload_success_timestamp_seconds",
-    "gauge",
-    "When the configuration was last loaded successfully.",
-)
-LOOP_LAG = Family(
-    "egress_event_loop_lag_seconds",
-    "gauge",
-    "The worst event-loop stall over the last minute; high values distort probe timings taken "
-    "in userland.",
-)
-CONFIGURED = Family(
-    "egress_probes_configured", "gauge", "Number of probes in the running configuration."
+# The exporter's own series, in the order exporter.exposition renders them at every scrape.
+BUILD_INFO, RELOAD_SUCCESSFUL, RELOAD_SUCCESS_AT, LOOP_LAG, CONFIGURED = (
+    Family("egress_build_info", "gauge", "Build information of egress-exporter."),
+    Family(
+        "egress_config_last_reload_successful",
+        "gauge",
+        "Whether the last configuration load or reload succeeded.",
+    ),
+    Family(
+        "egress_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration was last loaded successfully.",
+    ),
+    Family(
+        "egress_event_loop_lag_seconds",
+        "gauge",
+        "The worst event-loop stall over the last minute; high values distort probe timings "
+        "taken in userland.",
+    ),
+    Family("egress_probes_configured", "gauge", "Number of probes in the running configuration."),
 )
 # (kind, fact) -> its family: the numeric facts every kind declares.
 FACTS: dict[tuple[str, str], Family] = {
