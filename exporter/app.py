@@ -11,8 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter import landing
-from exporter.collector import Exposition, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config, ConfigError, load
+from exporter.exposition import Exposition
 from exporter.looplag import LoopLag
 from exporter.redact import redact
 from exporter.results import ProbeResult

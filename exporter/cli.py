@@ -29,8 +29,8 @@ from prometheus_client import (
 
 from exporter import __version__, logs, report
 from exporter.app import Runtime, make_app, telemetry_path_problem
-from exporter.collector import Exposition
 from exporter.config import Config, ConfigError, load
+from exporter.exposition import Exposition
 from exporter.probes._net import host_port
 from exporter.runner import run_all_once
 from exporter.status import evaluate

@@ -44,23 +44,19 @@ There is no latency histogram: every run is one sample of ``egress_probe_last_du
 blackbox_exporter's maintainers advise, at a fraction of a histogram's series.
 
 Rendering cost never grows with probes whose results did not change: a probe's lines are
-rendered once when its result arrives and kept; a scrape joins the kept lines (and scrapes that
-come within :data:`REUSE_SECONDS` of the last rendering reuse it, so fifty scrapers cost one),
-and compression runs in a worker thread, off the probing loop.
+rendered once when its result arrives and kept; a scrape joins the kept lines
+(:class:`exporter.exposition.Exposition`, which serves them on ``/metrics``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import gzip
 import math
-import platform
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from exporter import __version__, events
+from exporter import events
 from exporter.config import Config
 from exporter.history import History
 from exporter.probes import KINDS
@@ -72,8 +68,6 @@ from exporter.status import RULES, Verdict
 INFO_LABELS = ("probe", "kind", "target", "group", "transport", "family")
 # Below this, an integral float prints as an integer (as Go's strconv 'g' format does).
 _EXACT = 1e15
-# Scrapes arriving this soon after a rendering get that rendering: fifty scrapers cost one.
-REUSE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -141,6 +135,27 @@ PATH_INFO = Family(
     "gauge",
     "How the latest path trace of a failing address ended (verdict: reached, silent_after, "
     "rejected_by, rst) and the last hop that answered (value 1; replaced when it changes).",
+)
+# The exporter's own series, in the order exporter.exposition renders them at every scrape.
+BUILD_INFO, RELOAD_SUCCESSFUL, RELOAD_SUCCESS_AT, LOOP_LAG, CONFIGURED = (
+    Family("egress_build_info", "gauge", "Build information of egress-exporter."),
+    Family(
+        "egress_config_last_reload_successful",
+        "gauge",
+        "Whether the last configuration load or reload succeeded.",
+    ),
+    Family(
+        "egress_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration was last loaded successfully.",
+    ),
+    Family(
+        "egress_event_loop_lag_seconds",
+        "gauge",
+        "The worst event-loop stall over the last minute; high values distort probe timings "
+        "taken in userland.",
+    ),
+    Family("egress_probes_configured", "gauge", "Number of probes in the running configuration."),
 )
 # (kind, fact) -> its family: the numeric facts every kind declares.
 FACTS: dict[tuple[str, str], Family] = {
@@ -359,111 +374,8 @@ class ResultStore:
         return {name: r.last for name, r in self.records.items() if r.last is not None}
 
 
-class Exposition:
-    """Renders a :class:`ResultStore` in the Prometheus text format (0.0.4).
-
-    The probes' part is kept until something changes, and reused for scrapes within
-    ``reuse_seconds`` of its rendering; the exporter's own metrics, the states and ``extra``
-    (text rendered elsewhere: the process metrics of ``prometheus_client``) are fresh at every
-    scrape. Compressed, the body is two gzip members (RFC 1952 section 2.2 allows several): the
-    small fresh one, and the probes' part compressed once, in a worker thread.
-    """
-
-    def __init__(
-        self,
-        store: ResultStore,
-        extra: Callable[[], bytes] = lambda: b"",
-        reuse_seconds: float = REUSE_SECONDS,
-    ) -> None:
-        """Render ``store``."""
-        self.store = store
-        self._extra = extra
-        self._reuse_seconds = reuse_seconds
-        self._probes = b""
-        self._probes_gzip: asyncio.Future[bytes] | None = None
-        self._generation = -1
-        self._rendered_at = -math.inf
-
-    def render(self) -> bytes:
-        """The whole exposition, uncompressed."""
-        return self._fresh() + self._probe_part()
-
-    async def render_gzip(self) -> bytes:
-        """The whole exposition as gzip members; the probes' part is compressed off the loop."""
-        fresh = gzip.compress(self._fresh(), compresslevel=1, mtime=0)
-        probes = self._probe_part()
-        if self._probes_gzip is None:
-            loop = asyncio.get_running_loop()
-            self._probes_gzip = loop.run_in_executor(None, _gzip, probes)
-        return fresh + await asyncio.shield(self._probes_gzip)
-
-    def _probe_part(self) -> bytes:
-        store, now = self.store, time.monotonic()
-        if store.generation == self._generation or now - self._rendered_at < self._reuse_seconds:
-            return self._probes
-        parts: list[str] = []
-        for family, column in zip(PROBE_FAMILIES, store.columns, strict=True):
-            samples = "".join(column)
-            if samples:
-                parts += (family.header, samples)
-        self._probes = "".join(parts).encode()
-        self._probes_gzip = None
-        self._generation, self._rendered_at = store.generation, now
-        return self._probes
-
-    def _fresh(self) -> bytes:
-        return (self._exporter_metrics() + _states(self.store.states)).encode() + self._extra()
-
-    def _exporter_metrics(self) -> str:
-        store = self.store
-        build = f'version="{__version__}",python="{platform.python_version()}"'
-        gauges = (
-            (
-                Family("egress_build_info", "gauge", "Build information of egress-exporter."),
-                f"{{{build}}} 1",
-            ),
-            (
-                Family(
-                    "egress_config_last_reload_successful",
-                    "gauge",
-                    "Whether the last configuration load or reload succeeded.",
-                ),
-                f" {number(float(store.reload_successful))}",
-            ),
-            (
-                Family(
-                    "egress_config_last_reload_success_timestamp_seconds",
-                    "gauge",
-                    "When the configuration was last loaded successfully.",
-                ),
-                f" {number(store.reload_success_at)}",
-            ),
-            (
-                Family(
-                    "egress_event_loop_lag_seconds",
-                    "gauge",
-                    "The worst event-loop stall over the last minute; high values distort "
-                    "probe timings taken in userland.",
-                ),
-                f" {number(store.loop_lag())}",
-            ),
-            (
-                Family(
-                    "egress_probes_configured",
-                    "gauge",
-                    "Number of probes in the running configuration.",
-                ),
-                f" {len(store.records)}",
-            ),
-        )
-        return "".join(f"{family.header}{family.name}{sample}\n" for family, sample in gauges)
-
-
-def _gzip(data: bytes) -> bytes:
-    return gzip.compress(data, compresslevel=1, mtime=0)
-
-
-def _states(verdicts: Sequence[Verdict]) -> str:
+def state_sets(verdicts: Sequence[Verdict]) -> str:
+    """The derived states as state sets: a series per state, 1 for the current one."""
     parts: list[str] = []
     for rule in RULES:
         family = Family(f"egress_{rule.metric}", "gauge", rule.help)

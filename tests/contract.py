@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from exporter import collector
+from exporter.exposition import Exposition
 from exporter.status import RULES
 
 # Prometheus' own series about each scrape target.
@@ -19,7 +20,7 @@ LABEL_LIST = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^()]*)\)")
 
 def exporter_metrics() -> frozenset[str]:
     """The exporter's own metrics (build, config, loop lag...): what an empty store exposes."""
-    text = collector.Exposition(collector.ResultStore()).render().decode()
+    text = Exposition(collector.ResultStore()).render().decode()
     return frozenset(re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE))
 
 

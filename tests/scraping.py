@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.collector import Exposition, ResultStore
+from exporter.collector import ResultStore
+from exporter.exposition import Exposition
 
 
 def scrape(store: ResultStore) -> str:

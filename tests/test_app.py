@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.app import CONTENT_TYPE, Runtime, make_app
-from exporter.collector import Exposition
 from exporter.config import load_config
+from exporter.exposition import Exposition
 
 
 def _write(path: Path, *probes: tuple[str, int]) -> str:

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scraping import scrape
 
-from exporter.collector import Exposition, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings
+from exporter.exposition import Exposition
 from exporter.probes._icmp import SO_EE_ORIGIN_ICMP6, IcmpError
 from exporter.probes._trace import Answer, Hop, PathTarget, PathTrace, Verdict
 from exporter.probes.tcp import TcpProbe

@@ -19,8 +19,9 @@ from hostile_dns import HOSTILE_TXT, hostile_dns_server, hostile_probe
 
 from exporter import landing
 from exporter.app import Runtime, make_app
-from exporter.collector import Exposition, ResultStore
+from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings, load_config
+from exporter.exposition import Exposition
 from exporter.history import LIMIT
 from exporter.probes.tcp import TcpProbe
 from exporter.results import FailureReason, ProbeResult

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collector import INFO_LABELS, PROBE_FAMILIES, Exposition, ResultStore
+from exporter.collector import INFO_LABELS, PROBE_FAMILIES, ResultStore
 from exporter.config import Config, load_config
+from exporter.exposition import Exposition
 from exporter.probes.http import HttpProbe
 from exporter.status import RULES
 

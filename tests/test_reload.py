@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exporter import app as app_module
 from exporter.app import Runtime, make_app
-from exporter.collector import Exposition
 from exporter.config import Config, load_config
+from exporter.exposition import Exposition
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from scraping import scrape
 from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings
 from exporter.probes import dns as dns_kind
-from exporter.probes.dns import UDP_PHASES
+from exporter.probes._dns_transport import UDP_PHASES
 from exporter.results import FailureReason, ProbeResult
 from exporter.runner import execute
 
