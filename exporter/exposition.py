@@ -63,7 +63,7 @@ class Exposition:
 
     async def render_gzip(self) -> bytes:
         """The whole exposition as gzip members; the probes' part is compressed off the loop."""
-        fresh = gzip.compress(self._fresh(), compresslevel=1, mtime=0)
+        fresh = _gzip(self._fresh())
         probes = self._probe_part()
         if self._probes_gzip is None:
             loop = asyncio.get_running_loop()
