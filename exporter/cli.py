@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("invalid configuration", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
         return EXIT_CONFIG
     if args.config_check:
-        print(f"{config.source}: valid, {len(config.probes)} probes")  # noqa: T201
+        print(f"{config.source}: valid, {config.summary()}")  # noqa: T201
         for warning in config.warnings:
             print(f"warning: {warning}")  # noqa: T201
         return EXIT_OK

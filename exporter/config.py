@@ -113,6 +113,12 @@ class Config:
     probes: tuple[ProbeConfig, ...]
     states: StatesSettings = field(default_factory=StatesSettings)
     warnings: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """``24 probes (presets: umbrella, withsecure)``: what ``--config.check`` says is valid."""
+        count = f"{len(self.probes)} probe{'' if len(self.probes) == 1 else 's'}"
+        return f"{count} (presets: {', '.join(self.presets) or 'none'})"
 
     def probe(self, name: str) -> ProbeConfig:
         """Look a probe up by name."""
@@ -390,6 +396,8 @@ def _build(document: Document) -> Config:
         _RawProbe(data, document, ("probes", index), "") for index, data in enumerate(top.probes)
     )
     warnings: list[str] = []
+    if top.probes and "presets" not in document.data:
+        warnings.append(_no_presets_warning(document))
     probes = _validate_probes(raw, top.defaults, problems, warnings)
     if not probes and not problems and not top.allow_empty:
         problems.append(
@@ -402,8 +410,21 @@ def _build(document: Document) -> Config:
         )
     if problems:
         raise ConfigError(problems)
-    return Config(
-        source=document.path, probes=tuple(probes), states=top.states, warnings=tuple(warnings)
+    presets = tuple(ref if isinstance(ref, str) else ref.name for ref in top.presets)
+    return Config(document.path, tuple(probes), top.states, tuple(warnings), presets)
+
+
+def _no_presets_warning(document: Document) -> str:
+    """A file with probes of its own and no ``presets:`` key runs no vendor catalogue.
+
+    That is what it says, but an operator adding one intranet probe may not mean to stop
+    probing the vendors: say so, and how to keep them (or to silence this with ``[]``).
+    """
+    names = ", ".join(BUILTIN_PRESETS)
+    return (
+        f"{document.path}:1: presets: not set, so no built-in preset runs ({names}); "
+        f"write 'presets: [{names}]' to probe them beside these probes, or 'presets: []' "
+        "to say none is wanted"
     )
 
 

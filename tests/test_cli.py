@@ -82,13 +82,35 @@ def test_bad_config_exits_2_naming_file_line_and_key(tmp_path, capsys) -> None:
 
 
 def test_config_check_validates_and_exits(tmp_path, listener, capsys) -> None:
-    assert main(["--config.check", "--config.file", _config(tmp_path, listener)]) == 0
-    assert "valid, 1 probes" in capsys.readouterr().out
+    path = _config(tmp_path, listener)
+    assert main(["--config.check", "--config.file", path]) == 0
+    warning = (
+        f"warning: {path}:1: presets: not set, so no built-in preset runs (umbrella, "
+        "withsecure); write 'presets: [umbrella, withsecure]' to probe them beside these "
+        "probes, or 'presets: []' to say none is wanted"
+    )
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: valid, 1 probe (presets: none)",
+        warning,
+    ]
+
+
+def test_config_check_names_the_presets_that_run(tmp_path, listener, capsys) -> None:
+    path = Path(_config(tmp_path, listener))
+    path.write_text("presets: [withsecure]\n" + path.read_text())
+    assert main(["--config.check", "--config.file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(rf"{path}: valid, \d+ probes \(presets: withsecure\)\n", out)
+    path.write_text(path.read_text().replace("[withsecure]", "[]"))
+    assert main(["--config.check", "--config.file", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: valid, 1 probe (presets: none)\n"
 
 
 def test_config_check_of_the_builtin_presets(capsys) -> None:
     assert main(["--config.check"]) == 0
-    assert "<built-in presets>: valid" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("<built-in presets>: valid, ")
+    assert out.endswith(" probes (presets: umbrella, withsecure)\n")
 
 
 def test_version(capsys) -> None:

@@ -114,6 +114,7 @@ def test_a_source_address_that_cannot_reach_the_destination_is_refused(
 def _source_config(tmp_path: Path, port: int, source: str) -> Path:
     path = tmp_path / "c.yml"
     path.write_text(
+        "presets: []\n"
         "probes:\n"
         f"  - {{name: s, kind: tcp, host: 127.0.0.1, port: {port}, timeout: 1s,\n"
         f"      source_address: {source}}}\n"
@@ -128,11 +129,11 @@ def test_a_source_address_not_on_this_host_warns_then_fails_with_its_reason(
     assert main(["--config.check", "--config.file", str(path)]) == 0
     out = capsys.readouterr().out
     warning = (
-        f"warning: {path}:3: probes[0].source_address: cannot bind to source address "
+        f"warning: {path}:4: probes[0].source_address: cannot bind to source address "
         f"{NOT_HERE}: not an address of this host; runs fail as source_address_unavailable "
         "until the host has it"
     )
-    assert out.splitlines() == [f"{path}: valid, 1 probes", warning]
+    assert out.splitlines() == [f"{path}: valid, 1 probe (presets: none)", warning]
     assert main(["check", "--config.file", str(path), "--output", "json"]) == 1
     [probe] = json.loads(capsys.readouterr().out)["probes"]
     assert (probe["reason"], probe["curl_code"]) == ("source_address_unavailable", None)

@@ -31,12 +31,15 @@ def _load(tmp_path: Path, text: str) -> Config:
 
 def test_add_your_own_probe_gives_a_minimal_config_of_every_kind(tmp_path: Path) -> None:
     config = _load(tmp_path, _yaml_after("### Add your own probe"))
-    assert [(p.name, p.kind) for p in config.probes] == [
+    assert config.presets == ("umbrella", "withsecure")  # kept beside the user's own
+    assert [(p.name, p.kind) for p in config.probes][-3:] == [
         ("corp-proxy", "tcp"),
         ("corp-dns", "dns"),
         ("intranet", "http"),
     ]
-    [http] = [p for p in config.probes if isinstance(p, HttpProbe)]
+    assert config.warnings == ()
+    http = config.probe("intranet")
+    assert isinstance(http, HttpProbe)
     assert http.agent_budget is None  # judged by its timeout alone
 
 

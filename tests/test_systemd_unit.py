@@ -8,6 +8,7 @@ the command exists.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,14 +51,13 @@ def test_a_mistake_in_the_unit_would_be_reported(verify) -> None:
     assert "Unknown key 'ProtectHomes'" in verify(broken)
 
 
-def test_the_command_line_of_the_unit_is_valid(tmp_path: Path) -> None:
-    """ExecStart's flags, with a config of ours in place of /etc's, pass --config.check."""
+def test_the_command_line_of_the_unit_is_valid_with_the_starter_config() -> None:
+    """ExecStart's flags, with deploy/systemd/config.yml in place of /etc's, pass the check."""
     text = UNIT.read_text().replace("\\\n", " ")
     [line] = [x for x in text.splitlines() if x.startswith("ExecStart=")]
     command = shlex.split(line.removeprefix("ExecStart="))
     assert command[0] == INSTALLED
-    config = tmp_path / "config.yml"
-    config.write_text("presets: [umbrella]\n")
+    config = UNIT.with_name("config.yml")
     flags = [f"--config.file={config}" if f.startswith("--config.file=") else f for f in command]
     done = subprocess.run(
         [str(EXPORTER), *flags[1:], "--config.check"],
@@ -67,4 +67,6 @@ def test_the_command_line_of_the_unit_is_valid(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"{config}: valid")
+    assert re.fullmatch(
+        rf"{config}: valid, \d+ probes \(presets: umbrella, withsecure\)\n", done.stdout
+    )
