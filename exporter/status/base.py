@@ -26,6 +26,8 @@ class Verdict:
     ``evidence`` names the probe runs the verdict was drawn from, so hysteresis counts a
     verdict again only when new results back it. ``since`` is when the published state last
     changed (epoch seconds; None for a verdict that was not published, as in ``check``).
+    ``complete`` is False while some member of the label set has no result yet (the first
+    interval after a start): such a verdict is never a label set's first published state.
     """
 
     metric: str
@@ -34,6 +36,7 @@ class Verdict:
     detail: str
     evidence: frozenset[tuple[str, float]] = frozenset()
     since: float | None = None
+    complete: bool = True
 
 
 class Severity(StrEnum):
@@ -110,12 +113,17 @@ class StateRule:
     ) -> list[Verdict]:
         """One verdict per label value that has members with results."""
         groups: dict[str, list[Member]] = {}
+        waiting: set[str] = set()  # label values with a member that has no result yet
         for probe in probes:
             role = probe.counts_towards
-            if role is None or role.state != self.name or probe.name not in results:
+            if role is None or role.state != self.name:
+                continue
+            value = self.label_of(probe, role)
+            if probe.name not in results:
+                waiting.add(value)
                 continue
             member = Member(probe, role.role, results[probe.name])
-            groups.setdefault(self.label_of(probe, role), []).append(member)
+            groups.setdefault(value, []).append(member)
         verdicts = []
         for value, members in groups.items():
             decided = self.decide(members)
@@ -123,7 +131,9 @@ class StateRule:
                 continue
             state, detail = decided
             runs = evidence(member.result for member in members)
-            verdicts.append(Verdict(self.metric, ((self.label, value),), state, detail, runs))
+            labels = ((self.label, value),)
+            complete = value not in waiting
+            verdicts.append(Verdict(self.metric, labels, state, detail, runs, None, complete))
         return verdicts
 
 
@@ -150,15 +160,19 @@ class Hysteresis:
     def update(self, verdicts: Sequence[Verdict]) -> list[Verdict]:
         """Feed one round of verdicts; return the published states (label sets gone are dropped).
 
-        The first verdict for a label set is published at once: an exporter that just started
-        should say what it sees rather than nothing.
+        The first complete verdict for a label set is published at once: an exporter that just
+        started should say what it sees rather than nothing, but not from the first members to
+        run alone (one unanswered candidate is not "unprotected" while the others have not
+        run; hysteresis would then hold that wrong state for ``consecutive`` rounds).
         """
         keys = set()
         now = self._clock()
         for verdict in verdicts:
             key = (verdict.metric, verdict.labels)
-            keys.add(key)
             current = self._published.get(key)
+            if current is None and not verdict.complete:
+                continue
+            keys.add(key)
             if current is None or current.state == verdict.state:
                 since = now if current is None else current.since
                 self._published[key] = replace(verdict, since=since)

@@ -26,6 +26,21 @@ def test_first_verdict_is_published_at_once() -> None:
     ]
 
 
+def test_a_first_verdict_from_part_of_the_members_is_not_published() -> None:
+    # After a start, one unanswered candidate is not "unprotected" while the others have not
+    # run yet: publishing it would hold the wrong state for `consecutive` rounds.
+    hysteresis = Hysteresis(3)
+    partial = dataclasses.replace(_verdict("unprotected"), complete=False)
+    assert hysteresis.update([partial]) == []
+    assert _states(hysteresis.update([_verdict("protected_unencrypted")])) == [
+        "protected_unencrypted"
+    ]
+    # Once published, a partial verdict (a probe added by a reload) counts as any other.
+    for _ in range(2):
+        assert _states(hysteresis.update([partial])) == ["protected_unencrypted"]
+    assert _states(hysteresis.update([partial])) == ["unprotected"]
+
+
 def test_one_lost_packet_does_not_flap_the_state() -> None:
     hysteresis = Hysteresis(3)
     hysteresis.update([_verdict("protected_encrypted")])

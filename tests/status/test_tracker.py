@@ -10,7 +10,7 @@ from virtual_clock import run_virtual
 
 from exporter import status
 from exporter.probes.dns import DnsProbe
-from exporter.results import ProbeResult
+from exporter.results import FailureReason, ProbeResult
 from exporter.status import StateTracker
 from exporter.status.base import Verdict
 
@@ -91,3 +91,25 @@ def test_a_failing_rule_is_logged_once_and_does_not_stop_the_others(
         "deriving the broken states failed",
         "deriving the broken states works again",
     ]
+
+
+def test_no_state_is_published_until_every_member_has_run() -> None:
+    other = PROBE.model_copy(update={"name": "v4b-53", "server": "208.67.220.220", "port": 53})
+    results: dict[str, ProbeResult] = {}
+    published: list[tuple[float, list[Verdict]]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        tracker = StateTracker(lambda: results, lambda v: published.append((loop.time(), v)))
+        tracker.apply([PROBE, other], consecutive=3)
+        await asyncio.sleep(0.5)
+        results[PROBE.name] = new_run(PROBE.name, FailureReason.TIMEOUT)
+        await asyncio.sleep(5.0)  # the other candidate runs later in the interval
+        results[other.name] = new_run(other.name, None)
+        await asyncio.sleep(1.0)
+        await tracker.stop()
+
+    run_virtual(main)
+    first = next((at, verdicts) for at, verdicts in published if verdicts)
+    assert 5.5 <= first[0] <= 6.5
+    assert [v.state for v in first[1]] == ["protected_unencrypted"]

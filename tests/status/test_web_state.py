@@ -103,11 +103,11 @@ def test_probes_without_swg_proxy_or_without_a_result_give_no_verdict() -> None:
 
 def test_hysteresis_keeps_available_through_one_failed_round() -> None:
     hysteresis = Hysteresis(3)
-    up = web.RULE.evaluate(CONFIG.probes, {"sa-https": _result(HTTPS, None, None)})
+    up = web.RULE.evaluate([HTTPS], {"sa-https": _result(HTTPS, None, None)})
 
     def down() -> list[Verdict]:  # a new failed run each round
         failed = _result(HTTPS, FailureReason.TIMEOUT, FailureReason.TIMEOUT)
-        return web.RULE.evaluate(CONFIG.probes, {"sa-https": failed})
+        return web.RULE.evaluate([HTTPS], {"sa-https": failed})
 
     hysteresis.update(up)
     assert [v.state for v in hysteresis.update(down())] == ["available"]
