@@ -101,7 +101,7 @@ class Runtime:
                 config = await asyncio.to_thread(load, self.config_file)
             except Exception as exc:  # noqa: BLE001 - whatever went wrong, the old config stays
                 message = _reload_error(exc, self.config_file)
-                self.store.reload_successful = False
+                self.store.reload_failed(message)
                 log.error(  # noqa: TRY400 - the message is the news, not a traceback
                     "reload failed, keeping the running configuration: %s",
                     message.replace("\n", "; "),

@@ -322,6 +322,7 @@ class ResultStore:
         self.states: list[Verdict] = []
         self.reload_successful = True
         self.reload_success_at = 0.0
+        self.reload_error: str | None = None  # the last failed reload's problems, until one works
         self.loop_lag = loop_lag
         self.generation = 0
 
@@ -340,6 +341,13 @@ class ResultStore:
         self.columns = [[r.lines[i] for r in records.values()] for i in range(len(PROBE_FAMILIES))]
         self.reload_successful = True
         self.reload_success_at = time.time()
+        self.reload_error = None
+        self.generation += 1
+
+    def reload_failed(self, message: str) -> None:
+        """A reload failed with ``message``: the running config stays, and pages say so."""
+        self.reload_successful = False
+        self.reload_error = message
         self.generation += 1
 
     def record(self, result: ProbeResult) -> None:

@@ -64,7 +64,10 @@ tr.not_applicable td:first-child,tr.pending td:first-child{border-left:.4rem sol
 tr.critical .verdict{color:#a40e26}tr.ok .verdict{color:#1a7f37}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}dt{font-weight:600}
 dd{margin:0;word-break:break-word}
+.banner{border:1px solid;border-left-width:.5rem;border-radius:6px;padding:.6rem .8rem;
+margin:.8rem 0}.banner pre{margin:.4rem 0 0;white-space:pre-wrap;word-break:break-word}
 """
+_BANNER_LINES = 5
 
 
 def _e(value: object) -> str:
@@ -127,6 +130,23 @@ def _header(root: str, site: Site, now: float) -> str:
     return (
         f'<header><h1>egress-exporter</h1><span class="muted">{_e(__version__)} · '
         f"{_e(source)} · {_e(_utc(now))}</span><nav>{links}</nav></header>"
+    ) + _reload_banner(site.store)
+
+
+def _reload_banner(store: ResultStore) -> str:
+    """Say that the file on disk is not what runs, while a reload has failed."""
+    error = store.reload_error
+    if error is None:
+        return ""
+    lines = error.splitlines()
+    shown = lines[:_BANNER_LINES] + (
+        [f"... and {len(lines) - _BANNER_LINES} more"] if len(lines) > _BANNER_LINES else []
+    )
+    loaded = _utc(store.reload_success_at)
+    return (
+        '<div class="banner critical"><strong>Reload failed: the config file is invalid.</strong> '
+        f"The configuration loaded at {_e(loaded)} keeps running until the file is fixed."
+        "<pre>" + "\n".join(_e(line) for line in shown) + "</pre></div>"
     )
 
 

@@ -96,3 +96,9 @@ async def test_reload_applies_a_new_config_and_a_bad_one_is_kept_out(
     assert "probes[0].port" in await response.text()
     text = await _metrics_when(client, "egress_config_last_reload_successful 0\n")
     assert 'probe="beta"' in text  # the running config stays
+    page = await (await client.get("/")).text()
+    assert "Reload failed: the config file is invalid." in page
+    assert "probes[0].port" in page
+    _write(tmp_path / "c.yml", ("beta", listener))
+    assert (await client.post("/-/reload")).status == 200
+    assert "Reload failed" not in await (await client.get("/")).text()

@@ -184,3 +184,19 @@ async def test_a_traced_failure_shows_where_its_path_breaks(
     assert html.escape("127.0.0.1 port") in probe
     assert 'egress_path_info{probe="down",verdict="rst",last_hop="127.0.0.1"} 1' in metrics
     assert 'egress_path_hops{probe="down"} 1' in metrics
+
+
+def test_a_failed_reload_is_a_banner_with_its_first_problems_escaped() -> None:
+    store = ResultStore()
+    probe = TcpProbe(name="p", kind="tcp", host="192.0.2.1", port=443)
+    store.configure(Config("test", (probe,), StatesSettings()))
+    problems = [f"c.yml:{line}: probes[{line}].port: <bad>" for line in range(7)]
+    store.reload_failed("\n".join(problems))
+    page = landing.landing_page(landing.Site(store, "c.yml", "/metrics"))
+    banner = page.split('<div class="banner critical">')[1].split("</div>")[0]
+    assert "c.yml:4: probes[4].port: &lt;bad&gt;" in banner
+    assert "c.yml:5:" not in banner
+    assert "... and 2 more" in banner
+    store.configure(Config("test", (probe,), StatesSettings()))
+    page = landing.landing_page(landing.Site(store, "c.yml", "/metrics"))
+    assert '<div class="banner' not in page
