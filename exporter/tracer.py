@@ -294,11 +294,17 @@ def summary(path: PathTrace) -> str:
         return f"dropped after hop {last.ttl}, {last.address}"
     assert last is not None  # noqa: S101 - a deciding hop ends every other verdict
     if path.verdict is Verdict.REJECTED_BY:
-        if last.address is None:
-            return f"not sent: this host refused ({last.detail})"
-        what = f" ({last.icmp.name})" if last.icmp is not None else ""
-        return f"rejected at hop {last.ttl} by {last.address}{what}"
+        return _rejected_summary(last)
     return _reset_summary(path, last)
+
+
+def _rejected_summary(last: Hop) -> str:
+    if last.address is None:
+        return f"not sent: this host refused ({last.detail})"
+    if last.icmp is not None and last.icmp.from_this_host:
+        return f"not sent past this host: {last.icmp.description}"
+    what = f" ({last.icmp.name})" if last.icmp is not None else ""
+    return f"rejected at hop {last.ttl} by {last.address}{what}"
 
 
 def _reset_summary(path: PathTrace, last: Hop) -> str:

@@ -28,6 +28,7 @@ ICMP types and codes: RFC 792 and RFC 1812 section 5.2.7.1 (ICMPv4), RFC 4443 se
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -92,6 +93,12 @@ _REFUSED = {
     (SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, 3),
     (SO_EE_ORIGIN_ICMP6, ICMP6_DST_UNREACH, 4),
 }
+# What Linux reports from its own address when neighbour resolution fails (RFC 4443 section 3.1:
+# "address unreachable"; ipv4 arp_error_report: host unreachable).
+_NO_NEIGHBOUR = {
+    (SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, 1),
+    (SO_EE_ORIGIN_ICMP6, ICMP6_DST_UNREACH, 3),
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,10 @@ class IcmpError:
     needed" / "packet too big" (0 otherwise); ``offender`` the address of the node that sent
     the ICMP (a router on the path, or the destination), None when the kernel does not know it;
     ``datagram`` the start of the datagram that caused the error (a path trace tells its probes
-    apart by it).
+    apart by it); ``from_this_host`` whether the offender is an address of this host: Linux
+    reports a next hop that does not answer ARP (IPv4) or neighbour discovery (IPv6) as a
+    host (address) unreachable from its own address, and so does a reject rule in this host's
+    own firewall.
     """
 
     origin: int
@@ -114,6 +124,7 @@ class IcmpError:
     info: int
     offender: str | None
     datagram: bytes = b""
+    from_this_host: bool = False
 
     @property
     def name(self) -> str:
@@ -130,8 +141,19 @@ class IcmpError:
 
     @property
     def description(self) -> str:
-        """``ICMP host unreachable from 192.0.2.1``: the error and which node said it."""
-        return self.name if self.offender is None else f"{self.name} from {self.offender}"
+        """``ICMP host unreachable from 192.0.2.1``: the error and which node said it.
+
+        From this host's own address, what it means instead of a router that is not one.
+        """
+        if self.offender is None:
+            return self.name
+        if not self.from_this_host:
+            return f"{self.name} from {self.offender}"
+        if (self.origin, self.type, self.code) in _NO_NEIGHBOUR:
+            why = "no answer to ARP/neighbour discovery on the local link (next hop down?)"
+        else:
+            why = "this host refused to send (a reject rule in its own firewall?)"
+        return f"{self.name} from this host ({self.offender}): {why}"
 
     @property
     def reason(self) -> FailureReason:
@@ -184,7 +206,19 @@ def read_errors(sock: socket.socket) -> list[IcmpError]:
         for level, kind, data in ancillary:
             error = parse_control_message(level, kind, data, datagram)
             if error is not None:
-                errors.append(error)
+                local = error.offender is not None and is_local_address(error.offender)
+                errors.append(dataclasses.replace(error, from_this_host=local))
+
+
+def is_local_address(address: str) -> bool:
+    """Whether ``address`` is one of this host's: it can be bound to (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
 
 
 def parse_control_message(

@@ -590,3 +590,64 @@ def test_strays_from_the_resolver_are_counted_and_outwaited(lab: Lab, edge_serve
         f"waiting for a reply that answers the query: 2 stray datagrams from {WITHHOLDER}:53, "
         "the last for another question (stray.lab.test. IN A)"
     )
+
+
+@contextlib.contextmanager
+def dead_next_hop(lab: Lab) -> Iterator[tuple[str, str]]:
+    """Routes from the client to two addresses via a next hop on its link that never answers
+    ARP / neighbour discovery, with the neighbour probes cut to one of 200 ms (Linux would
+    otherwise try for about 3 s). Yields the two destinations."""
+    dev = f"ec{lab.tag}"
+    v4, v6 = "203.0.113.177", "2001:db8:77::177"
+    knobs = [
+        f"net.{family}.neigh.{dev}.{name}={value}"
+        for family in ("ipv4", "ipv6")
+        for name, value in (("mcast_solicit", 1), ("ucast_solicit", 0), ("retrans_time_ms", 200))
+    ]
+    names = [knob.split("=")[0] for knob in knobs]
+    saved = [f"{n}={lab.ns(lab.client, 'sysctl', '-n', n).stdout.strip()}" for n in names]
+    lab.ns(lab.client, "sysctl", "-qw", *knobs)
+    lab.ns(lab.client, "ip", "route", "add", f"{v4}/32", "via", "192.0.2.99")
+    lab.ns(lab.client, "ip", "-6", "route", "add", f"{v6}/128", "via", "2001:db8:1::99")
+    try:
+        yield v4, v6
+    finally:
+        lab.ns(lab.client, "ip", "route", "del", f"{v4}/32", check=False)
+        lab.ns(lab.client, "ip", "-6", "route", "del", f"{v6}/128", check=False)
+        lab.ns(lab.client, "sysctl", "-qw", *saved)
+
+
+def test_a_next_hop_that_never_answers_arp_is_named_as_this_host_not_a_router(
+    lab: Lab,
+) -> None:
+    # Linux reports a failed neighbour resolution as an ICMP (address) unreachable from this
+    # host's own address: that is not a router refusing, and the detail and path say so.
+    with dead_next_hop(lab) as (v4, v6):
+        probes = [
+            {
+                "name": f"dead-{family}",
+                "kind": "dns",
+                "server": server,
+                "timeout": "2s",
+                "query": {"name": "example.com"},
+                "trace": {"enabled": True, "max_hops": 2},
+            }
+            for family, server in (("v4", v4), ("v6", v6))
+        ]
+        report = lab.check({"presets": [], "probes": probes}, trace=True)
+    by_name = {p["name"]: p for p in report["probes"]}
+    for name, own, icmp in (
+        ("dead-v4", "192.0.2.2", "ICMP host unreachable"),
+        ("dead-v6", "2001:db8:1::2", "ICMPv6 address unreachable"),
+    ):
+        probe = by_name[name]
+        assert probe["reason"] == "network_unreachable", probe["detail"]
+        assert probe["detail"] == (
+            f"{icmp} from this host ({own}): no answer to ARP/neighbour discovery on the "
+            "local link (next hop down?)"
+        )
+    # The trace that follows: IPv4 keeps the dead route. IPv6 then leaves a route whose next
+    # hop's neighbour entry has FAILED for a less specific one (here the default route), so its
+    # trace truthfully finds another path.
+    summary = by_name["dead-v4"]["path"]["summary"]
+    assert summary.startswith("not sent past this host: ICMP host unreachable from this host")

@@ -169,3 +169,23 @@ def test_any_bytes_parse_without_raising(level_option: tuple[int, int], data: by
     if error is not None:
         assert error.name
         assert error.reason in {UNREACHABLE, REFUSED}
+
+
+def test_an_address_of_this_host_is_recognised_by_binding_it() -> None:
+    assert _icmp.is_local_address("127.0.0.1")
+    assert not _icmp.is_local_address("192.0.2.177")  # TEST-NET-1: nobody's here
+
+
+@pytest.mark.parametrize(
+    ("origin", "icmp_type", "code", "why"),
+    [
+        (V4, 3, 1, "no answer to ARP/neighbour discovery on the local link (next hop down?)"),
+        (V6, 1, 3, "no answer to ARP/neighbour discovery on the local link (next hop down?)"),
+        (V4, 3, 13, "this host refused to send (a reject rule in its own firewall?)"),
+    ],
+)
+def test_an_error_from_this_host_says_what_it_means(
+    origin: int, icmp_type: int, code: int, why: str
+) -> None:
+    error = _icmp.IcmpError(origin, icmp_type, code, 113, 0, "192.0.2.2", from_this_host=True)
+    assert error.description == f"{error.name} from this host (192.0.2.2): {why}"
