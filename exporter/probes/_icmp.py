@@ -111,7 +111,8 @@ class IcmpError:
     needed" / "packet too big" (0 otherwise); ``offender`` the address of the node that sent
     the ICMP (a router on the path, or the destination), None when the kernel does not know it;
     ``datagram`` the start of the datagram that caused the error (a path trace tells its probes
-    apart by it); ``from_this_host`` whether the offender is an address of this host: Linux
+    apart by it); ``from_this_host`` whether the offender is an address of this host other
+    than the destination: Linux
     reports a next hop that does not answer ARP (IPv4) or neighbour discovery (IPv6) as a
     host (address) unreachable from its own address, and so does a reject rule in this host's
     own firewall.
@@ -206,8 +207,20 @@ def read_errors(sock: socket.socket) -> list[IcmpError]:
         for level, kind, data in ancillary:
             error = parse_control_message(level, kind, data, datagram)
             if error is not None:
-                local = error.offender is not None and is_local_address(error.offender)
-                errors.append(dataclasses.replace(error, from_this_host=local))
+                errors.append(
+                    dataclasses.replace(error, from_this_host=_from_this_host(sock, error))
+                )
+
+
+def _from_this_host(sock: socket.socket, error: IcmpError) -> bool:
+    """The offender is this host, and not as the destination (a probe of a local address)."""
+    if error.offender is None:
+        return False
+    try:
+        peer = sock.getpeername()[0]
+    except OSError:
+        peer = None  # not connected: the destination is not known here
+    return error.offender != peer and is_local_address(error.offender)
 
 
 def is_local_address(address: str) -> bool:
