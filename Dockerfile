@@ -21,7 +21,10 @@ ENV PATH=/opt/egress/bin:$PATH \
 # and pass --config.file=/etc/egress-exporter/config.yml to use your own.
 USER 65532:65532
 EXPOSE 10115
+# Another port or a TLS web config: -e EGRESS_HEALTHCHECK_URL=https://127.0.0.1:10116/-/healthy
+# (the check asks whether the process answers on loopback; the certificate is not verified).
+ENV EGRESS_HEALTHCHECK_URL=http://127.0.0.1:10115/-/healthy
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s \
-  CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:10115/-/healthy', timeout=2).status != 200)"]
+  CMD ["python", "-c", "import os, ssl, sys, urllib.request as r; sys.exit(r.urlopen(os.environ['EGRESS_HEALTHCHECK_URL'], timeout=2, context=ssl._create_unverified_context()).status != 200)"]
 ENTRYPOINT ["egress-exporter"]
 CMD ["--web.listen-address=:10115"]
