@@ -59,7 +59,12 @@ class ConfigError(Exception):
     """
 
     def __init__(self, problems: Sequence[str]) -> None:
-        """Collect the problems found, not just the first, credentials in quoted URLs masked."""
+        """Collect the problems found, not just the first, credentials in quoted URLs masked.
+
+        Problems are listed once each (several preset probes may share one bad setting), in
+        the order they were found: a key's own problem before those that follow from it.
+        """
+        problems = list(dict.fromkeys(problems))
         shown = [redact(_one_line(problem)) for problem in problems[:MAX_PROBLEMS_SHOWN]]
         if len(problems) > MAX_PROBLEMS_SHOWN:
             shown.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.collector import INFO_LABELS, PROBE_FAMILIES, ResultStore
-from exporter.config import Config, load_config
+from exporter.config import Config, ConfigError, load_config
 from exporter.exposition import Exposition
 from exporter.probes.http import HttpProbe
 from exporter.status import RULES
@@ -109,3 +109,14 @@ def test_every_file_the_readme_names_exists(target: str) -> None:
 
 def test_no_reference_to_documents_outside_the_repository() -> None:
     assert "domain.md" not in README
+
+
+def test_a_missing_secret_of_the_withsecure_example_is_one_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every healthcheck of the proxied path uses the password: one mistake, said once.
+    monkeypatch.delenv("PROXY_PASSWORD", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, _yaml_after("## WithSecure Security Cloud"))
+    [problem] = caught.value.problems
+    assert "PROXY_PASSWORD" in problem
