@@ -352,6 +352,8 @@ def _validate_probes(
     adapter = _probe_adapter()
     probes: list[ProbeConfig] = []
     first_seen: dict[str, str] = {}
+    # A preset's setting used by several of its probes is one mistake: said for the first.
+    reported: set[tuple[Location, Location, str]] = set()
     for raw in raw_probes:
         data = {"interval": defaults.interval, "timeout": defaults.timeout, **raw.data}
         if "timeout" not in raw.data:
@@ -361,9 +363,11 @@ def _validate_probes(
         try:
             probe = adapter.validate_python(data)
         except ValidationError as exc:
-            problems.extend(
-                raw.problem(loc, msg) for loc, msg in validation_issues(exc, strip_tag=True)
-            )
+            for loc, msg in validation_issues(exc, strip_tag=True):
+                key = (raw.location if raw.preset else (), tuple(loc), msg)
+                if not raw.preset or key not in reported:
+                    problems.append(raw.problem(loc, msg))
+                reported.add(key)
             continue
         role = role_problem(probe)
         if role is not None:
