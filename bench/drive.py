@@ -18,6 +18,7 @@ from bench.host import ProcMonitor
 from bench.lab import BenchLab, pool
 
 READY_TIMEOUT_S = 120.0  # an exporter validating 10,000 probes takes seconds to come up
+EXIT_CONFIG = 2  # egress-exporter: a bad command line or config (README "Exit status")
 EXIT_LIMIT_S = 10.0  # SIGTERM to exit; past it the process is killed (the report shows inf)
 
 
@@ -65,6 +66,10 @@ class ExporterProcess:
                 pass
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{argv} not ready within {READY_TIMEOUT_S:g} s: {self.lab.logs()}")
+
+    def refused_config(self) -> bool:
+        """The process ended with exit status 2: it refused its command line or config."""
+        return self.proc is not None and self.proc.poll() == EXIT_CONFIG
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); nothing when it is not running."""

@@ -104,8 +104,14 @@ def _steady(result: Result, core: str | None) -> Iterator[Fig]:
 
 def _saturate(result: Result, core: str | None) -> Iterator[Fig]:
     kind = result["values"]["kind"]
-    best = best_level(result["values"]["levels"])
+    levels = result["values"]["levels"]
+    best = best_level(levels)
     yield Fig(SATURATION, max_label(kind), best["ok_per_s"] if best else 0.0)
+    refused = [level["offered_per_s"] for level in levels if level.get("refused")]
+    if refused:
+        # The sweep ended at the config's node limit, not at the core's: a lower bound.
+        label = f"{kind}: sweep ended by the config limits at probes/s (max is at least the above)"
+        yield Fig(SATURATION, label, min(refused), compare=False)
     if best is None:
         return
     yield Fig(SATURATION, f"{kind}: CPU ms per run there", _ms(best["cpu_s_per_run"]))
