@@ -61,7 +61,7 @@ class _StartError(Exception):
 
 
 class _Help(argparse.HelpFormatter):
-    """Help that shows every flag's default (a flag off by default shows none).
+    """Help that shows every flag's default (a switch, on or off, shows none).
 
     A text of several lines (the exit status table) is kept as written; prose is wrapped.
     """
@@ -73,7 +73,8 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+        shown = action.default not in (None, False, True, argparse.SUPPRESS)
+        if shown and action.option_strings:  # a switch (store_true/false) needs no default
             text += " (default: %(default)s)"
         return text
 
@@ -146,6 +147,8 @@ def _common_flags(parser: argparse.ArgumentParser, log_level: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="egress-exporter",
+        usage="%(prog)s [FLAGS]   (the exporter)\n       %(prog)s check [FLAGS]   (run once, "
+        "report; check --help)",
         description="Probe the egress paths of endpoint-security agents and export the results "
         "to Prometheus. 'egress-exporter check' runs every probe once and prints a report.",
         epilog=EXIT_CODES,

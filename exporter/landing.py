@@ -28,7 +28,7 @@ from exporter.history import Run
 from exporter.probes import reason_text
 from exporter.probes._trace import Hop, PathTrace
 from exporter.redact import printable
-from exporter.results import EndpointResult, ProbeResult, fix_hint
+from exporter.results import EndpointResult, ProbeResult, fact_text, fix_hint
 from exporter.status import Severity, Verdict, inapplicable, severity, verdict_of
 from exporter.tracer import summary
 
@@ -329,7 +329,7 @@ def _latest(record: ProbeRecord, title: str, result: ProbeResult | None, now: fl
         items.append(("fix", _e(hint)))
     if result.phases:
         items.append(("phases", ", ".join(f"{_e(k)} {_ms(v)}" for k, v in result.phases.items())))
-    items += [(f"fact {k}", _e(v)) for k, v in result.facts.items()]
+    items += [(f"fact {k}", _e(fact_text(v))) for k, v in result.facts.items()]
     items += [(f"address {e.address}", _endpoint(e)) for e in result.endpoints]
     return f"<h3>{_e(title)}</h3>" + _definitions(items)
 

@@ -25,7 +25,7 @@ from exporter.probes import reason_text, shown_curl_code
 from exporter.probes._trace import PathTrace
 from exporter.probes.base import ProbeConfig
 from exporter.redact import printable
-from exporter.results import EndpointResult, ProbeResult, fix_hint
+from exporter.results import EndpointResult, ProbeResult, fact_text, fix_hint
 from exporter.status import Severity, Verdict, inapplicable, severity, verdict_of
 from exporter.tracer import path_json, summary
 
@@ -231,7 +231,7 @@ def _verbose_fields(probe: ProbeConfig, result: ProbeResult) -> list[tuple[str, 
     if result.phases:
         fields.append(("phases", ", ".join(f"{k} {_ms(v)}" for k, v in result.phases.items())))
     if result.facts:
-        facts = ", ".join(f"{k}={printable(str(v))}" for k, v in result.facts.items())
+        facts = ", ".join(f"{k}={printable(fact_text(v))}" for k, v in result.facts.items())
         fields.append(("facts", facts))
     return fields
 

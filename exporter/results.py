@@ -171,6 +171,13 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
 Facts = dict[str, float | str]
 
 
+def fact_text(value: float | str) -> str:
+    """A fact as people read it: ``0`` and ``1`` for flags and counts, ``0.25`` otherwise."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def curl_code(reason: FailureReason | None) -> int | None:
     """The curl error code an agent would log for ``reason`` (None when there is none)."""
     return None if reason is None else REASONS[reason].curl_code

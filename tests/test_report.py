@@ -109,7 +109,7 @@ def _ipv4_only(
             "dns-v6-udp443",
             UNREACHABLE,
             "no route to 2001:db8::53 from this host",
-            facts={"route": "none"},
+            facts={"route": "none", "resolver_answers_differ": 0.0, "rtt": 0.25},
         ),
         _result(
             "swg",
@@ -198,7 +198,8 @@ def test_verbose_shows_everything(config: Config) -> None:
     text, _, _ = _report(config, results, width=200, verbose=True)
     assert text.count("    phases    connect 2.0 ms") == len(results)
     assert "    address   192.0.2.10  ok: ok" in text  # the working address too
-    assert "    facts     route=none" in text
+    # A flag or a count reads as an integer, a measure as it is.
+    assert "    facts     route=none, resolver_answers_differ=0, rtt=0.25" in text
     assert "    detail    ok" in text  # an ok probe's block
 
 
