@@ -50,6 +50,14 @@ _TIMESPEC = struct.Struct("@ll")
 _KERNEL_TIMESTAMPS = sys.platform == "linux"
 
 
+@dataclass(frozen=True)
+class Query:
+    """A query to send: the message (to recognise its reply) and its wire form."""
+
+    message: dns.message.Message
+    wire: bytes
+
+
 # -- the route --------------------------------------------------------------------------------
 
 
@@ -89,7 +97,7 @@ def _no_route(config: DnsProbe, recorder: RunRecorder, exc: OSError) -> ProbeErr
 
 
 async def udp_exchange(
-    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
+    config: DnsProbe, query: Query, recorder: RunRecorder
 ) -> dns.message.Message:
     """Send the query and wait for the datagram that answers it.
 
@@ -109,10 +117,12 @@ async def udp_exchange(
         ):
             sent_wall_ns, sent = time.time_ns(), time.monotonic()
             try:
-                sock.send(query.to_wire())
+                sock.send(query.wire)
             except OSError as exc:
                 raise _socket_error(sock, exc) from None
-            data, ancillary, response = await _matching_reply(sock, query, config, recorder)
+            data, ancillary, response = await _matching_reply(
+                sock, query.message, config, recorder
+            )
             userland = time.monotonic() - sent
     finally:
         sock.close()
@@ -221,20 +231,18 @@ def _kernel_rtt(ancillary: Ancillary, sent_wall_ns: int, userland: float) -> flo
 
 
 async def tcp_exchange(
-    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
+    config: DnsProbe, query: Query, recorder: RunRecorder
 ) -> dns.message.Message:
     """The query over TCP once the route is known; its phases are ``connect`` and ``request``."""
     _route(config, recorder).close()
     wire = await _tcp_message(config, query, recorder, TCP_PHASES, _Waiting())
-    response = _parse(query, wire)
+    response = _parse(query.message, wire)
     recorder.fact("truncated", float(bool(response.flags & dns.flags.TC)))
     _record_reply(response, wire, recorder)
     return response
 
 
-async def tcp_retry(
-    config: DnsProbe, query: dns.message.Message, recorder: RunRecorder
-) -> dns.message.Message:
+async def tcp_retry(config: DnsProbe, query: Query, recorder: RunRecorder) -> dns.message.Message:
     """The same query over TCP after a truncated UDP reply.
 
     The retry's own failure is ``dns_bad_response`` (naming why); an answer from someone else
@@ -245,7 +253,7 @@ async def tcp_retry(
     recorder.fact("tcp_fallback", "failed")
     try:
         wire = await _tcp_message(config, query, recorder, UDP_PHASES[1:], waiting)
-        response = _parse(query, wire)
+        response = _parse(query.message, wire)
     except Exception as exc:
         mapped = classify(exc)
         if mapped is None:
@@ -271,7 +279,7 @@ class _Waiting:
 
 async def _tcp_message(
     config: DnsProbe,
-    query: dns.message.Message,
+    query: Query,
     recorder: RunRecorder,
     phases: tuple[str, ...],
     waiting: _Waiting,
@@ -286,8 +294,7 @@ async def _tcp_message(
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
         with recorder.phase(request, timeout_reason=waiting.reason, waiting_for=waiting.what):
-            wire = query.to_wire()
-            writer.write(struct.pack("!H", len(wire)) + wire)
+            writer.write(struct.pack("!H", len(query.wire)) + query.wire)
             await writer.drain()
             return await _read_tcp_message(reader, config)
     finally:

@@ -31,9 +31,13 @@ This module defines the kind (its config, phases, facts and ``run``); the exchan
 
 from __future__ import annotations
 
+import copy
+import struct
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Annotated, Literal
 
+import dns.entropy
 import dns.exception
 import dns.flags
 import dns.message
@@ -48,6 +52,7 @@ from exporter.probes._dns_checks import answer_problem, identity_problem, rcode_
 from exporter.probes._dns_transport import (
     TCP_PHASES,
     UDP_PHASES,
+    Query,
     tcp_exchange,
     tcp_retry,
     udp_exchange,
@@ -192,7 +197,7 @@ class DnsProbe(ProbeConfig):
 
     def path_target(self, address: str) -> PathTarget:
         """The probe's own query over UDP (a reply means reached), or a SYN to its TCP port."""
-        payload = _make_query(self).to_wire() if self.protocol == "udp" else b""
+        payload = _make_query(self).wire if self.protocol == "udp" else b""
         return PathTarget(address, self.port, self.protocol, payload)
 
 
@@ -219,15 +224,34 @@ async def run(config: DnsProbe, recorder: RunRecorder) -> None:
         raise ProbeError(*problem)
 
 
-def _make_query(config: DnsProbe) -> dns.message.QueryMessage:
-    return dns.message.make_query(
-        config.query.name,
-        config.query.type,
-        config.query.rdclass,
-        use_edns=0 if config.edns is not None else False,
-        payload=config.edns.payload if config.edns is not None else None,
-        want_dnssec=config.edns is not None and config.edns.dnssec_ok,
+def _make_query(config: DnsProbe) -> Query:
+    """The probe's query with a fresh random id (RFC 5452 section 4.3).
+
+    Only the id differs from run to run: the message is built and encoded once per distinct
+    question and EDNS setting, and each run copies it and writes its own id into the wire.
+    """
+    edns = None if config.edns is None else (config.edns.payload, config.edns.dnssec_ok)
+    template, wire = _query_template(
+        config.query.name, config.query.type, config.query.rdclass, edns
     )
+    message = copy.copy(template)
+    message.id = dns.entropy.random_16()
+    return Query(message, struct.pack("!H", message.id) + wire[2:])
+
+
+@lru_cache(maxsize=256)
+def _query_template(
+    name: str, rdtype: str, rdclass: str, edns: tuple[int, bool] | None
+) -> tuple[dns.message.QueryMessage, bytes]:
+    message = dns.message.make_query(
+        name,
+        rdtype,
+        rdclass,
+        use_edns=0 if edns is not None else False,
+        payload=edns[0] if edns is not None else None,
+        want_dnssec=edns is not None and edns[1],
+    )
+    return message, message.to_wire()
 
 
 KIND = ProbeKind(
