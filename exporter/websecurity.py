@@ -2,13 +2,14 @@
 
 :func:`middlewares` returns, outermost first:
 
-1. admission: at most ``--web.max-requests`` requests in flight (503 beyond, so a burst of
-   scrapes cannot starve the probes of the event loop) and no request body over
-   :data:`MAX_BODY_BYTES` (413; no endpoint takes a body);
-2. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
+1. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
    ``rate_limit`` (429), its ``http_server_config.headers``, and on every path but
-   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401) and
-   ``client_allowed_sans`` (403);
+   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401; 503 while
+   :data:`MAX_PENDING_CHECKS` uncached bcrypt checks wait) and ``client_allowed_sans`` (403);
+2. admission, after authentication so unauthenticated clients cannot take the slots: at most
+   ``--web.max-requests`` requests in flight (503 beyond, so a burst of scrapes cannot starve the
+   probes of the event loop) and no request body over :data:`MAX_BODY_BYTES` (413; no endpoint
+   takes a body);
 3. the reload guard: ``/-/reload`` only with ``--web.enable-lifecycle`` (403, as Prometheus),
    never from a page of another origin (403) and never with a body a browser may send
    cross-site without asking first (415): the CORS "simple request" content types
@@ -58,6 +59,10 @@ HANDLER_ARGS: Mapping[str, Any] = {
 }
 _SIMPLE_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
 _AUTH_CACHE_SIZE = 100
+# Uncached bcrypt checks that may wait for the one bcrypt thread: at cost 10 (~70 ms) the last
+# waits about half a second. More are answered 503 at once, so wrong passwords cannot queue
+# unbounded work; credentials already verified are answered from the cache and never wait.
+MAX_PENDING_CHECKS = 8
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
@@ -92,6 +97,10 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
+class ChecksBusyError(Exception):
+    """:data:`MAX_PENDING_CHECKS` uncached bcrypt checks are waiting already."""
+
+
 class BasicAuthenticator:
     """Checks ``Authorization: Basic`` (RFC 7617) against the bcrypt hashes of the web config.
 
@@ -100,15 +109,29 @@ class BasicAuthenticator:
     toolkit, an unknown user is checked against a hash too, so the answer's timing does not tell
     which users exist, and results are cached (by a SHA-256 of user, hash and password, never
     the password itself) so a scrape every few seconds costs one bcrypt, not one per scrape.
+    Matches and mismatches are cached apart, so a flood of wrong passwords cannot evict the
+    credentials of the scrapers, and at most :data:`MAX_PENDING_CHECKS` uncached checks wait.
     """
 
     def __init__(self) -> None:
         """One bcrypt at a time, off the event loop."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._caches: dict[bool, OrderedDict[bytes, None]] = {
+            True: OrderedDict(),
+            False: OrderedDict(),
+        }
+        self._pending = 0
+
+    def close(self) -> None:
+        """Drop the checks still queued, so they do not delay the exit."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def verify(self, users: Mapping[str, str], header: str | None) -> bool:
-        """Whether ``header`` names a user of ``users`` with the right password."""
+        """Whether ``header`` names a user of ``users`` with the right password.
+
+        Raises :class:`ChecksBusyError` when the answer needs a bcrypt check and
+        :data:`MAX_PENDING_CHECKS` are waiting already.
+        """
         if header is None or not users:
             return False
         try:
@@ -120,15 +143,32 @@ class BasicAuthenticator:
         # result is discarded below.
         checked = hashed or max(users.values(), key=lambda h: h[4:6])
         key = sha256(json.dumps([credentials.login, checked, credentials.password]).encode())
-        matched = self._cache.get(key.digest())
+        matched = self._cached(key.digest())
         if matched is None:
-            matched = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _checkpw, credentials.password.encode(), checked.encode()
-            )
-            self._cache[key.digest()] = matched
-            if len(self._cache) > _AUTH_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            matched = await self._check(credentials.password.encode(), checked.encode())
+            cache = self._caches[matched]
+            cache[key.digest()] = None
+            if len(cache) > _AUTH_CACHE_SIZE:
+                cache.popitem(last=False)
         return matched and hashed is not None
+
+    def _cached(self, key: bytes) -> bool | None:
+        for matched, cache in self._caches.items():
+            if key in cache:
+                cache.move_to_end(key)
+                return matched
+        return None
+
+    async def _check(self, password: bytes, hashed: bytes) -> bool:
+        if self._pending >= MAX_PENDING_CHECKS:
+            raise ChecksBusyError
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, _checkpw, password, hashed
+            )
+        finally:
+            self._pending -= 1
 
 
 def _peer_sans(request: web.Request) -> set[str]:
@@ -211,9 +251,14 @@ class WebGuard:
     ) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        if config.users and not await self.authenticator.verify(
-            config.users, request.headers.get("Authorization")
-        ):
+        try:
+            verified = not config.users or await self.authenticator.verify(
+                config.users, request.headers.get("Authorization")
+            )
+        except ChecksBusyError:
+            text = f"Too many password checks waiting ({MAX_PENDING_CHECKS}); retry later.\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
+        if not verified:
             return web.Response(
                 status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"}
             )
@@ -273,7 +318,7 @@ def middlewares(guard: WebGuard) -> list[Middleware]:
     async def guard_reload(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await guard.guard_reload(request, handler)
 
-    return [admit, protect, guard_reload]
+    return [protect, admit, guard_reload]
 
 
 def raise_open_files_limit() -> int:

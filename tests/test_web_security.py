@@ -25,10 +25,13 @@ from typing import Any
 import bcrypt
 import pytest
 import trustme
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from conftest import require
 
 from exporter import websecurity
 from exporter.webconfig import LiveWebConfig, load_web_config
+from exporter.websecurity import WebGuard
 from exporter.webtls import listener_tls
 from lab.exporter_process import Exporter, basic, free_port, runs, write_config
 
@@ -326,28 +329,68 @@ def test_reload_cannot_be_triggered_cross_site(start, tmp_path: Path, listener: 
     assert _curl(reload_url, "-X", "POST")[1:] == ("200", "Reloaded.\n")
 
 
-def test_max_requests_answers_503_beyond_the_limit(start, monkeypatch) -> None:
-    slow = bcrypt.hashpw(b"secret", bcrypt.gensalt(12)).decode()  # ~0.25 s per check
-    exporter = start(f"basic_auth_users:\n  alice: {slow}\n", "--web.max-requests=3")
+async def _status(port: int, auth: str) -> tuple[int, bool]:
+    """(HTTP status, whether Retry-After came) of one GET /metrics with ``auth``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return int(head.split()[1]), b"\r\nretry-after:" in head.lower()
 
-    async def burst(count: int) -> list[int]:
-        streams = [await asyncio.open_connection("127.0.0.1", exporter.port) for _ in range(count)]
-        for number, (_, writer) in enumerate(streams):
-            auth = basic("alice", f"wrong-{number}")["Authorization"]
-            writer.write(
-                f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-        statuses = []
-        for reader, writer in streams:
-            statuses.append(int((await reader.readline()).split()[1]))
-            writer.close()
-        return statuses
 
-    statuses = asyncio.run(burst(8))
-    assert statuses.count(503) >= 1
-    assert set(statuses) == {401, 503}
-    assert exporter.request("/metrics", headers=basic("alice", "secret"))[0] == 200
+def test_wrong_passwords_cannot_refuse_a_verified_scraper(start) -> None:
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(10)).decode()  # ~70 ms per check
+    exporter = start(f"basic_auth_users:\n  alice: {hashed}\n", "--web.max-requests=3")
+    valid = basic("alice", "secret")["Authorization"]
+    assert exporter.request("/metrics", headers={"Authorization": valid})[0] == 200  # cached
+
+    async def flood() -> tuple[list[int], list[tuple[int, bool]]]:
+        stop, wrong = asyncio.Event(), []
+
+        async def attacker(number: int) -> None:
+            for attempt in range(1000):  # far more distinct passwords than the cache holds
+                if stop.is_set():
+                    return
+                auth = basic("alice", f"wrong-{number}-{attempt}")["Authorization"]
+                wrong.append(await _status(exporter.port, auth))
+
+        attackers = [asyncio.create_task(attacker(number)) for number in range(30)]
+        scrapes = []
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            scrapes.append((await _status(exporter.port, valid))[0])
+        stop.set()
+        await asyncio.gather(*attackers)
+        return scrapes, wrong
+
+    scrapes, wrong = asyncio.run(flood())
+    assert scrapes == [200] * 20
+    assert len(wrong) > 100
+    assert {status for status, _ in wrong} == {401, 503}  # uncached checks beyond the queue
+    assert all(retry for status, retry in wrong if status == 503)
+
+
+async def test_max_requests_answers_503_beyond_the_limit() -> None:
+    release = asyncio.Event()
+
+    async def held(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done\n")
+
+    app = web.Application(middlewares=websecurity.middlewares(WebGuard(None, 3, False)))
+    app.router.add_get("/", held)
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+        first = [asyncio.create_task(session.get(server.make_url("/"))) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        async with session.get(server.make_url("/")) as refused:
+            assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
+        release.set()
+        for response in await asyncio.gather(*first):
+            assert response.status == 200
+            response.release()
 
 
 def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
