@@ -40,7 +40,9 @@ from exporter.websecurity import (
     HANDLER_ARGS,
     IDLE_TIMEOUT_SECONDS,
     AcceptErrorLog,
+    BadRequestLog,
     WebGuard,
+    listen,
     middlewares,
     raise_open_files_limit,
 )
@@ -300,8 +302,10 @@ def _check_main(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
     log.info("Starting egress-exporter", extra={"version": __version__})
-    log.info("Open files limit", extra={"limit": raise_open_files_limit()})
+    open_files = raise_open_files_limit()
+    log.info("Open files limit", extra={"limit": open_files})
     asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
+    logging.getLogger("aiohttp.server").addFilter(BadRequestLog())
     runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
     registry = CollectorRegistry(auto_describe=False)
@@ -323,10 +327,10 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     for host, port in args.listen or [(None, 10115)]:
         address = host_port(host or "", port)
         try:
-            await web.TCPSite(runner, host, port, ssl_context=tls).start()
+            for sock in listen(host, port, open_files):
+                await web.SockSite(runner, sock, ssl_context=tls).start()
         except OSError as exc:
-            await runtime.stop()
-            await runner.cleanup()
+            await _stop(runtime, runner, guard)
             raise _StartError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         log.info("Listening", extra={"address": address, "tls": tls is not None})
     stopping = asyncio.Event()
@@ -336,8 +340,13 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("Shutting down")
-    await runtime.stop()
-    await runner.cleanup()
+    await _stop(runtime, runner, guard)
+
+
+async def _stop(runtime: Runtime, runner: web.AppRunner, guard: WebGuard) -> None:
+    """Stop probing and serving at once, and drop the password checks still queued."""
+    guard.authenticator.close()
+    await asyncio.gather(runtime.stop(), runner.cleanup())
 
 
 async def _check(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import shutil
 import socket
@@ -487,38 +488,86 @@ def test_1100_idle_connections_leave_metrics_and_probes_working(start, many_desc
     assert "cannot accept" not in log
 
 
-def test_out_of_descriptors_logs_a_line_not_a_traceback_per_connection(
-    tmp_path: Path, many_descriptors
-) -> None:
-    config = tmp_path / "c.yml"
-    config.write_text("allow_empty: true\nprobes: []\n")
-    exporter = Exporter(config, log_path=tmp_path / "e.log", preexec_fn=_low_limit(64, 64))
+def test_idle_connections_leave_descriptors_for_the_probes(start, many_descriptors) -> None:
+    exporter = start(None, preexec_fn=_low_limit(256, 256))
+    before = _probing(exporter, 1)
+    idle = _open_idle(exporter.port, 350)  # more than the 256 descriptors the exporter has
     try:
-        # 64 descriptors take ~40 connections; the listen backlog (128) queues the rest.
-        idle = _open_idle(exporter.port, 100)
-        try:
-            deadline = time.monotonic() + 10
-            while "cannot accept" not in exporter.log() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(2.5)  # asyncio retries the accept every second: two more rounds
-        finally:
-            for sock in idle:
-                sock.close()
-        log = exporter.log()
-        assert log.count("cannot accept connections: Too many open files") == 1, log[-3000:]
-        assert "Traceback" not in log
-        assert "out of system resource" not in log
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # serving again once descriptors are free
-            try:
-                assert exporter.get("/-/healthy")[0] == 200
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the exporter did not serve again")
+        time.sleep(3)  # three probe intervals with every client descriptor taken
     finally:
-        exporter.stop()
+        for sock in idle:
+            sock.close()
+    time.sleep(0.5)  # let the exporter see them close
+    after = _probing(exporter, runs(before, "alpha") + 3)
+    assert 'egress_probe_failures_total{probe="alpha"' not in after  # no EMFILE, no failure
+    log = exporter.log()
+    assert log.count("closing new connections: 128 descriptors in use") == 1, log[-3000:]
+    assert "Traceback" not in log
+    assert "cannot accept" not in log
+
+
+def test_accept_errors_are_one_warning_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    handler = websecurity.AcceptErrorLog(interval=10, clock=lambda: clock[0])
+    loop = asyncio.new_event_loop()
+    try:
+        for now in (0.0, 1.0, 9.0, 10.0):
+            clock[0] = now
+            handler(loop, {"exception": OSError(24, "Too many open files")})
+    finally:
+        loop.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "exporter.websecurity"]
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert warnings == [
+        f"cannot accept connections: Too many open files (open files limit {limit}); "
+        f"{count} failed accepts since the last warning"
+        for count in (1, 3)
+    ]
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """The status line the server answers ``data`` with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return sock.makefile("rb").readline()
+
+
+def test_malformed_requests_are_one_warning_not_a_traceback_each(start) -> None:
+    exporter = start(None)
+    bad = [b"GET /\x01 HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n"]
+    for number in range(100):
+        assert _raw(exporter.port, bad[number % 2]).startswith(
+            (b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")
+        )
+    assert exporter.get("/-/healthy")[0] == 200
+    log = exporter.log()
+    assert "Traceback" not in log
+    assert "Error handling request" not in log
+    assert log.count("malformed HTTP requests answered 400: 1 since the last warning") == 1
+
+
+async def test_handler_errors_keep_their_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(_: web.Request) -> web.Response:
+        raise RuntimeError("a bug in a handler")
+
+    server_log = logging.getLogger("aiohttp.server")
+    bad_requests = websecurity.BadRequestLog()
+    server_log.addFilter(bad_requests)
+    app = web.Application()
+    app.router.add_get("/", broken)
+    try:
+        async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+            async with session.get(server.make_url("/")) as response:
+                assert response.status == 500
+            status = await asyncio.to_thread(_raw, server.port, b"GET /\x01 HTTP/1.1\r\n\r\n")
+            assert status.split()[1] == b"400"
+    finally:
+        server_log.removeFilter(bad_requests)
+    errors = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(errors) == 1  # the bug, not the client's bad request
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
+    assert any("malformed HTTP requests answered 400" in r.getMessage() for r in caplog.records)
 
 
 async def test_tls_listener_uses_the_certificate_in_force_per_handshake(
