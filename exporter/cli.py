@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -50,7 +51,9 @@ from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG, EXIT_START = 0, 1, 2, 3
-_SHUTDOWN_SECONDS = 1.0
+# aiohttp gives a request in flight this long to finish at shutdown, then as long again to end
+# once cancelled (web_protocol.RequestHandler.shutdown): at most 1 s of the 2 s a stop may take.
+_SHUTDOWN_SECONDS = 0.5
 EXIT_CODES = """exit status:
   0  ok (check: every protection state ok or not applicable, every probe that counts ok)
   1  check: a state is degraded or lost, or a probe that counts failed
@@ -279,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         asyncio.run(_serve(args, config, web_config))
+        # Leave the heap to the exit: the interpreter's final collections would walk every
+        # object (about 90,000 with 1,000 probes: 0.1-0.4 s on a busy core) for nothing.
+        gc.freeze()
     except _StartError as exc:
         log.error("cannot start", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
         return EXIT_START

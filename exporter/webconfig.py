@@ -68,9 +68,10 @@ HEADERS: Mapping[str, tuple[str, ...]] = {
 # A modular-crypt bcrypt hash: $2a$/$2b$/$2y$ (htpasswd -B writes 2y), two cost digits, 53
 # characters of salt and digest (OpenBSD bcrypt(3)).
 _BCRYPT = re.compile(r"^\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
-# Each step doubles the work: cost 10 (the toolkit docs' example) takes ~70 ms a check, 14 about
-# a second, 31 days. htpasswd -B uses 5 by default.
-MAX_BCRYPT_COST = 14
+# Each step doubles the work: cost 10 (the toolkit docs' example) takes ~70 ms a check, 12 about
+# 0.3 s, 31 days. htpasswd -B uses 5 by default. A check in progress cannot be interrupted, so
+# the cost also bounds how long a stop may wait for one (2 s promised).
+MAX_BCRYPT_COST = 12
 
 
 def _choice(known: Mapping[str, object], what: str) -> AfterValidator:
