@@ -477,6 +477,21 @@ def connection_limit(open_files: int) -> int:
     return open_files - min(PROBE_DESCRIPTORS, open_files // 2)
 
 
+def _bound(family: socket.AddressFamily, address: tuple[object, ...]) -> socket.socket:
+    """A listening socket on ``address``, set up as asyncio's ``create_server`` does."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # the IPv4 addresses get their own socket
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def listen(host: str | None, port: int, open_files: int) -> list[CappedListener]:
     """Listening sockets for ``host`` (every interface when None) and ``port``.
 
@@ -487,8 +502,9 @@ def listen(host: str | None, port: int, open_files: int) -> list[CappedListener]
     listeners = []
     try:
         for family, _, _, _, address in dict.fromkeys(addresses):
-            raw = socket.create_server(address, family=family, backlog=128)
-            listeners.append(CappedListener.wrap(raw, connection_limit(open_files)))
+            listeners.append(
+                CappedListener.wrap(_bound(family, address), connection_limit(open_files))
+            )
     except OSError:
         for listener in listeners:
             listener.close()

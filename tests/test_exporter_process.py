@@ -174,5 +174,5 @@ def test_stops_promptly_with_clients_connected(start, tmp_path: Path, listener: 
     finally:
         for sock in clients:
             sock.close()
-    assert stopped < 2.0  # the promise (README "Exit status"); typically 0.1-0.7 s here
+    assert stopped < 2.0  # the promise (README, exit status 0); 0.1-0.5 s measured here
     assert "Traceback" not in exporter.log()
