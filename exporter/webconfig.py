@@ -101,9 +101,9 @@ def _bcrypt_hash(value: str) -> str:
         )
     if int(match["cost"]) > MAX_BCRYPT_COST:
         raise ValueError(
-            f"bcrypt cost {int(match['cost'])} is above the maximum {MAX_BCRYPT_COST}: each "
-            "check would hold the one bcrypt thread for seconds or more (use e.g. "
-            "`htpasswd -nBC 10 USER`)"
+            f"bcrypt cost {int(match['cost'])} is above the maximum {MAX_BCRYPT_COST}: each step "
+            "doubles a check's time (12: about 0.3 s, 31: days) and checks run one at a time "
+            "(use e.g. `htpasswd -nBC 10 USER`)"
         )
     return value
 
