@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -40,7 +41,9 @@ from exporter.websecurity import (
     HANDLER_ARGS,
     IDLE_TIMEOUT_SECONDS,
     AcceptErrorLog,
+    BadRequestLog,
     WebGuard,
+    listen,
     middlewares,
     raise_open_files_limit,
 )
@@ -48,7 +51,9 @@ from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")
 EXIT_OK, EXIT_DEGRADED, EXIT_CONFIG, EXIT_START = 0, 1, 2, 3
-_SHUTDOWN_SECONDS = 1.0
+# aiohttp gives a request in flight this long to finish at shutdown, then as long again to end
+# once cancelled (web_protocol.RequestHandler.shutdown): at most 1 s of the 2 s a stop may take.
+_SHUTDOWN_SECONDS = 0.5
 EXIT_CODES = """exit status:
   0  ok (check: every protection state ok or not applicable, every probe that counts ok)
   1  check: a state is degraded or lost, or a probe that counts failed
@@ -280,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         asyncio.run(_serve(args, config, web_config))
+        # Leave the heap to the exit: the interpreter's final collections would walk every
+        # object (about 90,000 with 1,000 probes: 0.1-0.4 s on a busy core) for nothing.
+        gc.freeze()
     except _StartError as exc:
         log.error("cannot start", extra={"err": str(exc)})  # noqa: TRY400 - no traceback to show
         return EXIT_START
@@ -303,8 +311,10 @@ def _check_main(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig | None) -> None:
     log.info("Starting egress-exporter", extra={"version": __version__})
-    log.info("Open files limit", extra={"limit": raise_open_files_limit()})
+    open_files = raise_open_files_limit()
+    log.info("Open files limit", extra={"limit": open_files})
     asyncio.get_running_loop().set_exception_handler(AcceptErrorLog())
+    logging.getLogger("aiohttp.server").addFilter(BadRequestLog())
     runtime = Runtime.create(args.config_file, args.max_concurrency)
     runtime.apply(config)
     registry = CollectorRegistry(auto_describe=False)
@@ -326,10 +336,10 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
     for host, port in args.listen or [(None, 10115)]:
         address = host_port(host or "", port)
         try:
-            await web.TCPSite(runner, host, port, ssl_context=tls).start()
+            for sock in listen(host, port, open_files):
+                await web.SockSite(runner, sock, ssl_context=tls).start()
         except OSError as exc:
-            await runtime.stop()
-            await runner.cleanup()
+            await _stop(runtime, runner, guard)
             raise _StartError(f"cannot listen on {address}: {exc.strerror or exc}") from None
         log.info("Listening", extra={"address": address, "tls": tls is not None})
     stopping = asyncio.Event()
@@ -339,8 +349,13 @@ async def _serve(args: argparse.Namespace, config: Config, web_config: WebConfig
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("Shutting down")
-    await runtime.stop()
-    await runner.cleanup()
+    await _stop(runtime, runner, guard)
+
+
+async def _stop(runtime: Runtime, runner: web.AppRunner, guard: WebGuard) -> None:
+    """Stop probing and serving at once, and drop the password checks still queued."""
+    guard.authenticator.close()
+    await asyncio.gather(runtime.stop(), runner.cleanup())
 
 
 async def _check(

@@ -68,6 +68,10 @@ HEADERS: Mapping[str, tuple[str, ...]] = {
 # A modular-crypt bcrypt hash: $2a$/$2b$/$2y$ (htpasswd -B writes 2y), two cost digits, 53
 # characters of salt and digest (OpenBSD bcrypt(3)).
 _BCRYPT = re.compile(r"^\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
+# Each step doubles the work: cost 10 (the toolkit docs' example) takes ~70 ms a check, 12 about
+# 0.3 s, 31 days. htpasswd -B uses 5 by default. A check in progress cannot be interrupted, so
+# the cost also bounds how long a stop may wait for one (2 s promised).
+MAX_BCRYPT_COST = 12
 
 
 def _choice(known: Mapping[str, object], what: str) -> AfterValidator:
@@ -94,6 +98,12 @@ def _bcrypt_hash(value: str) -> str:
         raise ValueError(
             "not a bcrypt hash ($2y$10$ and 53 characters, as `htpasswd -nBC 10 USER` prints "
             "after the colon)"
+        )
+    if int(match["cost"]) > MAX_BCRYPT_COST:
+        raise ValueError(
+            f"bcrypt cost {int(match['cost'])} is above the maximum {MAX_BCRYPT_COST}: each step "
+            "doubles a check's time (12: about 0.3 s, 31: days) and checks run one at a time "
+            "(use e.g. `htpasswd -nBC 10 USER`)"
         )
     return value
 

@@ -2,20 +2,22 @@
 
 :func:`middlewares` returns, outermost first:
 
-1. admission: at most ``--web.max-requests`` requests in flight (503 beyond, so a burst of
-   scrapes cannot starve the probes of the event loop) and no request body over
-   :data:`MAX_BODY_BYTES` (413; no endpoint takes a body);
-2. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
+1. protection, from the web config in force (:class:`exporter.webconfig.LiveWebConfig`): its
    ``rate_limit`` (429), its ``http_server_config.headers``, and on every path but
-   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401) and
-   ``client_allowed_sans`` (403);
+   :data:`OPEN_PATHS` 500 while the file is invalid, basic auth (401; 503 while
+   :data:`MAX_PENDING_CHECKS` uncached bcrypt checks wait) and ``client_allowed_sans`` (403);
+2. admission, after authentication so unauthenticated clients cannot take the slots: at most
+   ``--web.max-requests`` requests in flight (503 beyond, so a burst of scrapes cannot starve the
+   probes of the event loop) and no request body over :data:`MAX_BODY_BYTES` (413; no endpoint
+   takes a body);
 3. the reload guard: ``/-/reload`` only with ``--web.enable-lifecycle`` (403, as Prometheus),
    never from a page of another origin (403) and never with a body a browser may send
    cross-site without asking first (415): the CORS "simple request" content types
    (WHATWG Fetch, section 3.2.3), so a cross-site form or ``fetch`` cannot trigger it.
 
-The listener side lives in :func:`raise_open_files_limit`, :class:`AcceptErrorLog` and the
-runner settings :data:`IDLE_TIMEOUT_SECONDS` and :data:`HANDLER_ARGS`.
+The listener side lives in :func:`raise_open_files_limit`, :func:`listen` (sockets that keep
+descriptors for the probes), :class:`AcceptErrorLog`, :class:`BadRequestLog` and the runner
+settings :data:`IDLE_TIMEOUT_SECONDS` and :data:`HANDLER_ARGS`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import ipaddress
 import json
 import logging
 import resource
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -35,6 +38,7 @@ from typing import Any
 
 import bcrypt
 from aiohttp import BasicAuth, web
+from aiohttp.http import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter.webconfig import LiveWebConfig, WebConfig
@@ -58,7 +62,15 @@ HANDLER_ARGS: Mapping[str, Any] = {
 }
 _SIMPLE_CONTENT_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
 _AUTH_CACHE_SIZE = 100
+# Uncached bcrypt checks that may wait for the one bcrypt thread: at cost 10 (~70 ms) the last
+# waits about half a second. More are answered 503 at once, so wrong passwords cannot queue
+# unbounded work; credentials already verified are answered from the cache and never wait.
+MAX_PENDING_CHECKS = 8
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+WARN_INTERVAL_SECONDS = 10.0
+# Descriptors kept for the probes (at most half the open-files limit): new client connections
+# beyond the rest are closed at once.
+PROBE_DESCRIPTORS = 1024
 
 
 class TokenBucket:
@@ -92,6 +104,10 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
+class ChecksBusyError(Exception):
+    """:data:`MAX_PENDING_CHECKS` uncached bcrypt checks are waiting already."""
+
+
 class BasicAuthenticator:
     """Checks ``Authorization: Basic`` (RFC 7617) against the bcrypt hashes of the web config.
 
@@ -100,15 +116,29 @@ class BasicAuthenticator:
     toolkit, an unknown user is checked against a hash too, so the answer's timing does not tell
     which users exist, and results are cached (by a SHA-256 of user, hash and password, never
     the password itself) so a scrape every few seconds costs one bcrypt, not one per scrape.
+    Matches and mismatches are cached apart, so a flood of wrong passwords cannot evict the
+    credentials of the scrapers, and at most :data:`MAX_PENDING_CHECKS` uncached checks wait.
     """
 
     def __init__(self) -> None:
         """One bcrypt at a time, off the event loop."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        self._caches: dict[bool, OrderedDict[bytes, None]] = {
+            True: OrderedDict(),
+            False: OrderedDict(),
+        }
+        self._pending = 0
+
+    def close(self) -> None:
+        """Drop the checks still queued, so they do not delay the exit."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def verify(self, users: Mapping[str, str], header: str | None) -> bool:
-        """Whether ``header`` names a user of ``users`` with the right password."""
+        """Whether ``header`` names a user of ``users`` with the right password.
+
+        Raises :class:`ChecksBusyError` when the answer needs a bcrypt check and
+        :data:`MAX_PENDING_CHECKS` are waiting already.
+        """
         if header is None or not users:
             return False
         try:
@@ -120,15 +150,32 @@ class BasicAuthenticator:
         # result is discarded below.
         checked = hashed or max(users.values(), key=lambda h: h[4:6])
         key = sha256(json.dumps([credentials.login, checked, credentials.password]).encode())
-        matched = self._cache.get(key.digest())
+        matched = self._cached(key.digest())
         if matched is None:
-            matched = await asyncio.get_running_loop().run_in_executor(
-                self._executor, _checkpw, credentials.password.encode(), checked.encode()
-            )
-            self._cache[key.digest()] = matched
-            if len(self._cache) > _AUTH_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            matched = await self._check(credentials.password.encode(), checked.encode())
+            cache = self._caches[matched]
+            cache[key.digest()] = None
+            if len(cache) > _AUTH_CACHE_SIZE:
+                cache.popitem(last=False)
         return matched and hashed is not None
+
+    def _cached(self, key: bytes) -> bool | None:
+        for matched, cache in self._caches.items():
+            if key in cache:
+                cache.move_to_end(key)
+                return matched
+        return None
+
+    async def _check(self, password: bytes, hashed: bytes) -> bool:
+        if self._pending >= MAX_PENDING_CHECKS:
+            raise ChecksBusyError
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, _checkpw, password, hashed
+            )
+        finally:
+            self._pending -= 1
 
 
 def _peer_sans(request: web.Request) -> set[str]:
@@ -211,9 +258,14 @@ class WebGuard:
     ) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        if config.users and not await self.authenticator.verify(
-            config.users, request.headers.get("Authorization")
-        ):
+        try:
+            verified = not config.users or await self.authenticator.verify(
+                config.users, request.headers.get("Authorization")
+            )
+        except ChecksBusyError:
+            text = f"Too many password checks waiting ({MAX_PENDING_CHECKS}); retry later.\n"
+            return web.Response(status=503, text=text, headers={"Retry-After": "1"})
+        if not verified:
             return web.Response(
                 status=401, text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"}
             )
@@ -273,7 +325,7 @@ def middlewares(guard: WebGuard) -> list[Middleware]:
     async def guard_reload(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await guard.guard_reload(request, handler)
 
-    return [admit, protect, guard_reload]
+    return [protect, admit, guard_reload]
 
 
 def raise_open_files_limit() -> int:
@@ -291,6 +343,24 @@ def raise_open_files_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+class _Tally:
+    """Counts events and says when to report them: at most once per ``interval`` seconds."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self._interval, self._clock = interval, clock
+        self._last = -interval
+        self._count = 0
+
+    def add(self) -> int | None:
+        """Count one; return the count since the last report when a report is due."""
+        self._count += 1
+        now = self._clock()
+        if now - self._last < self._interval:
+            return None
+        count, self._last, self._count = self._count, now, 0
+        return count
+
+
 class AcceptErrorLog:
     """An event loop exception handler that turns accept failures into one line now and then.
 
@@ -301,12 +371,10 @@ class AcceptErrorLog:
     """
 
     def __init__(
-        self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self, interval: float = WARN_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
         """Warn at most once per ``interval`` seconds."""
-        self._interval, self._clock = interval, clock
-        self._last = -interval
-        self._count = 0
+        self._tally = _Tally(interval, clock)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """Handle one error reported to the loop."""
@@ -314,15 +382,131 @@ class AcceptErrorLog:
         if not (isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS):
             loop.default_exception_handler(context)
             return
-        self._count += 1
-        now = self._clock()
-        if now - self._last >= self._interval:
+        count = self._tally.add()
+        if count is not None:
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             log.warning(
                 "cannot accept connections: %s (open files limit %d); %d failed accepts since "
                 "the last warning",
                 exc.strerror,
                 limit,
-                self._count,
+                count,
             )
-            self._last, self._count = now, 0
+
+
+class BadRequestLog(logging.Filter):
+    """A filter for the ``aiohttp.server`` logger: malformed requests as one line now and then.
+
+    aiohttp answers a request it cannot parse (bad request line, header too long, ...) with 400
+    and logs "Error handling request" with a traceback at error level
+    (``aiohttp.web_protocol.RequestHandler.handle_error``), so any client can fill the log. A
+    client's bad request is not the exporter's error: this drops those records and logs one
+    warning per ``interval`` seconds with the count. Exceptions raised by a request handler are
+    not :class:`HttpProcessingError` and pass with their traceback.
+    """
+
+    def __init__(
+        self, interval: float = WARN_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Warn at most once per ``interval`` seconds."""
+        super().__init__()
+        self._tally = _Tally(interval, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a client's malformed request; True for every other record."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        count = self._tally.add()
+        if count is not None:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            log.warning(
+                "malformed HTTP requests answered %d: %d since the last warning, the last from "
+                "%s (%s)",
+                exc.code,
+                count,
+                remote,
+                type(exc).__name__,
+            )
+        return False
+
+
+class CappedListener(socket.socket):
+    """A listening socket that closes a new connection at once when descriptors run low.
+
+    Every connection, idle or half-sent, holds a descriptor until the idle timeout; enough of
+    them would leave the probes none (EMFILE). POSIX gives ``accept`` the lowest free
+    descriptor (POSIX.1-2017, section 2.14 "File Descriptor Allocation"), so one numbered
+    ``limit`` or more means ``limit`` are in use already: such a connection is closed, and the
+    rest of the table stays for the probes. One warning per interval tells how many were closed.
+    """
+
+    limit: int
+    _tally: _Tally
+
+    @classmethod
+    def wrap(cls, listener: socket.socket, limit: int) -> CappedListener:
+        """Take over ``listener`` (bound, listening): connections get descriptors < ``limit``."""
+        capped = cls(listener.family, listener.type, listener.proto, listener.detach())
+        capped.limit = limit
+        capped._tally = _Tally(WARN_INTERVAL_SECONDS, time.monotonic)
+        return capped
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """The next connection holding a descriptor below :attr:`limit`; closes the others.
+
+        Raises BlockingIOError, as ``socket.accept``, when none is pending.
+        """
+        while True:
+            conn, address = super().accept()
+            if conn.fileno() < self.limit:
+                return conn, address
+            conn.close()
+            count = self._tally.add()
+            if count is not None:
+                log.warning(
+                    "closing new connections: %d descriptors in use, the rest is kept for the "
+                    "probes; %d closed since the last warning",
+                    self.limit,
+                    count,
+                )
+
+
+def connection_limit(open_files: int) -> int:
+    """The descriptors client connections may take: all but ``min(1024, open_files // 2)``."""
+    return open_files - min(PROBE_DESCRIPTORS, open_files // 2)
+
+
+def _bound(family: socket.AddressFamily, address: tuple[object, ...]) -> socket.socket:
+    """A listening socket on ``address``, set up as asyncio's ``create_server`` does."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # the IPv4 addresses get their own socket
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen(host: str | None, port: int, open_files: int) -> list[CappedListener]:
+    """Listening sockets for ``host`` (every interface when None) and ``port``.
+
+    One per address ``host`` resolves to, as aiohttp's ``TCPSite`` binds; each closes
+    connections beyond :func:`connection_limit`. Raises OSError when one cannot be bound.
+    """
+    addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners = []
+    try:
+        for family, _, _, _, address in dict.fromkeys(addresses):
+            listeners.append(
+                CappedListener.wrap(_bound(family, address), connection_limit(open_files))
+            )
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import shutil
 import socket
@@ -25,10 +26,13 @@ from typing import Any
 import bcrypt
 import pytest
 import trustme
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 from conftest import require
 
 from exporter import websecurity
 from exporter.webconfig import LiveWebConfig, load_web_config
+from exporter.websecurity import WebGuard
 from exporter.webtls import listener_tls
 from lab.exporter_process import Exporter, basic, free_port, runs, write_config
 
@@ -326,28 +330,68 @@ def test_reload_cannot_be_triggered_cross_site(start, tmp_path: Path, listener: 
     assert _curl(reload_url, "-X", "POST")[1:] == ("200", "Reloaded.\n")
 
 
-def test_max_requests_answers_503_beyond_the_limit(start, monkeypatch) -> None:
-    slow = bcrypt.hashpw(b"secret", bcrypt.gensalt(12)).decode()  # ~0.25 s per check
-    exporter = start(f"basic_auth_users:\n  alice: {slow}\n", "--web.max-requests=3")
+async def _status(port: int, auth: str) -> tuple[int, bool]:
+    """(HTTP status, whether Retry-After came) of one GET /metrics with ``auth``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return int(head.split()[1]), b"\r\nretry-after:" in head.lower()
 
-    async def burst(count: int) -> list[int]:
-        streams = [await asyncio.open_connection("127.0.0.1", exporter.port) for _ in range(count)]
-        for number, (_, writer) in enumerate(streams):
-            auth = basic("alice", f"wrong-{number}")["Authorization"]
-            writer.write(
-                f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-        statuses = []
-        for reader, writer in streams:
-            statuses.append(int((await reader.readline()).split()[1]))
-            writer.close()
-        return statuses
 
-    statuses = asyncio.run(burst(8))
-    assert statuses.count(503) >= 1
-    assert set(statuses) == {401, 503}
-    assert exporter.request("/metrics", headers=basic("alice", "secret"))[0] == 200
+def test_wrong_passwords_cannot_refuse_a_verified_scraper(start) -> None:
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(10)).decode()  # ~70 ms per check
+    exporter = start(f"basic_auth_users:\n  alice: {hashed}\n", "--web.max-requests=3")
+    valid = basic("alice", "secret")["Authorization"]
+    assert exporter.request("/metrics", headers={"Authorization": valid})[0] == 200  # cached
+
+    async def flood() -> tuple[list[int], list[tuple[int, bool]]]:
+        stop, wrong = asyncio.Event(), []
+
+        async def attacker(number: int) -> None:
+            for attempt in range(1000):  # far more distinct passwords than the cache holds
+                if stop.is_set():
+                    return
+                auth = basic("alice", f"wrong-{number}-{attempt}")["Authorization"]
+                wrong.append(await _status(exporter.port, auth))
+
+        attackers = [asyncio.create_task(attacker(number)) for number in range(30)]
+        scrapes = []
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            scrapes.append((await _status(exporter.port, valid))[0])
+        stop.set()
+        await asyncio.gather(*attackers)
+        return scrapes, wrong
+
+    scrapes, wrong = asyncio.run(flood())
+    assert scrapes == [200] * 20
+    assert len(wrong) > 100
+    assert {status for status, _ in wrong} == {401, 503}  # uncached checks beyond the queue
+    assert all(retry for status, retry in wrong if status == 503)
+
+
+async def test_max_requests_answers_503_beyond_the_limit() -> None:
+    release = asyncio.Event()
+
+    async def held(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="done\n")
+
+    app = web.Application(middlewares=websecurity.middlewares(WebGuard(None, 3, False)))
+    app.router.add_get("/", held)
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+        first = [asyncio.create_task(session.get(server.make_url("/"))) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        async with session.get(server.make_url("/")) as refused:
+            assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
+        release.set()
+        for response in await asyncio.gather(*first):
+            assert response.status == 200
+            response.release()
 
 
 def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
@@ -444,38 +488,86 @@ def test_1100_idle_connections_leave_metrics_and_probes_working(start, many_desc
     assert "cannot accept" not in log
 
 
-def test_out_of_descriptors_logs_a_line_not_a_traceback_per_connection(
-    tmp_path: Path, many_descriptors
-) -> None:
-    config = tmp_path / "c.yml"
-    config.write_text("allow_empty: true\nprobes: []\n")
-    exporter = Exporter(config, log_path=tmp_path / "e.log", preexec_fn=_low_limit(64, 64))
+def test_idle_connections_leave_descriptors_for_the_probes(start, many_descriptors) -> None:
+    exporter = start(None, preexec_fn=_low_limit(256, 256))
+    before = _probing(exporter, 1)
+    idle = _open_idle(exporter.port, 350)  # more than the 256 descriptors the exporter has
     try:
-        # 64 descriptors take ~40 connections; the listen backlog (128) queues the rest.
-        idle = _open_idle(exporter.port, 100)
-        try:
-            deadline = time.monotonic() + 10
-            while "cannot accept" not in exporter.log() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(2.5)  # asyncio retries the accept every second: two more rounds
-        finally:
-            for sock in idle:
-                sock.close()
-        log = exporter.log()
-        assert log.count("cannot accept connections: Too many open files") == 1, log[-3000:]
-        assert "Traceback" not in log
-        assert "out of system resource" not in log
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # serving again once descriptors are free
-            try:
-                assert exporter.get("/-/healthy")[0] == 200
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the exporter did not serve again")
+        time.sleep(3)  # three probe intervals with every client descriptor taken
     finally:
-        exporter.stop()
+        for sock in idle:
+            sock.close()
+    time.sleep(0.5)  # let the exporter see them close
+    after = _probing(exporter, runs(before, "alpha") + 3)
+    assert 'egress_probe_failures_total{probe="alpha"' not in after  # no EMFILE, no failure
+    log = exporter.log()
+    assert log.count("closing new connections: 128 descriptors in use") == 1, log[-3000:]
+    assert "Traceback" not in log
+    assert "cannot accept" not in log
+
+
+def test_accept_errors_are_one_warning_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    handler = websecurity.AcceptErrorLog(interval=10, clock=lambda: clock[0])
+    loop = asyncio.new_event_loop()
+    try:
+        for now in (0.0, 1.0, 9.0, 10.0):
+            clock[0] = now
+            handler(loop, {"exception": OSError(24, "Too many open files")})
+    finally:
+        loop.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "exporter.websecurity"]
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert warnings == [
+        f"cannot accept connections: Too many open files (open files limit {limit}); "
+        f"{count} failed accepts since the last warning"
+        for count in (1, 3)
+    ]
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """The status line the server answers ``data`` with."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        return sock.makefile("rb").readline()
+
+
+def test_malformed_requests_are_one_warning_not_a_traceback_each(start) -> None:
+    exporter = start(None)
+    bad = [b"GET /\x01 HTTP/1.1\r\n\r\n", b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n"]
+    for number in range(100):
+        assert _raw(exporter.port, bad[number % 2]).startswith(
+            (b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")
+        )
+    assert exporter.get("/-/healthy")[0] == 200
+    log = exporter.log()
+    assert "Traceback" not in log
+    assert "Error handling request" not in log
+    assert log.count("malformed HTTP requests answered 400: 1 since the last warning") == 1
+
+
+async def test_handler_errors_keep_their_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(_: web.Request) -> web.Response:
+        raise RuntimeError("a bug in a handler")
+
+    server_log = logging.getLogger("aiohttp.server")
+    bad_requests = websecurity.BadRequestLog()
+    server_log.addFilter(bad_requests)
+    app = web.Application()
+    app.router.add_get("/", broken)
+    try:
+        async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+            async with session.get(server.make_url("/")) as response:
+                assert response.status == 500
+            status = await asyncio.to_thread(_raw, server.port, b"GET /\x01 HTTP/1.1\r\n\r\n")
+            assert status.split()[1] == b"400"
+    finally:
+        server_log.removeFilter(bad_requests)
+    errors = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(errors) == 1  # the bug, not the client's bad request
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], RuntimeError)
+    assert any("malformed HTTP requests answered 400" in r.getMessage() for r in caplog.records)
 
 
 async def test_tls_listener_uses_the_certificate_in_force_per_handshake(

@@ -202,6 +202,14 @@ def test_htpasswd_output_is_a_valid_hash(tmp_path: Path) -> None:
             ),
         ),
         (
+            "basic_auth_users:\n  alice: $2y$31$" + "a" * 53 + "\n",
+            (
+                "web.yml:2: basic_auth_users.alice: bcrypt cost 31 is above the maximum 12: each "
+                "step doubles a check's time (12: about 0.3 s, 31: days) and checks run one at a "
+                "time (use e.g. `htpasswd -nBC 10 USER`)"
+            ),
+        ),
+        (
             "rate_limit: {interval: 1s}\n",
             (
                 "web.yml:1: rate_limit: burst must be at least 1 when interval is set (0 would "
