@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import os
 import ssl
 import time
@@ -243,7 +244,7 @@ class RunRecorder:
 
     ``clock`` (seconds) times the phases: ``time.monotonic``, read at the socket event, not the
     event loop's clock (uvloop's is cached per loop iteration, in milliseconds); tests on a
-    virtual loop pass its ``time``.
+    virtual loop pass its ``time``. ``deadline`` is when the run's time runs out, on ``clock``.
     """
 
     def __init__(
@@ -251,9 +252,11 @@ class RunRecorder:
         address: str = "",
         mirror_to: RunRecorder | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float = math.inf,
     ) -> None:
         """A run's recorder, or that of one of its addresses (``mirror_to``: its run)."""
         self.clock = clock
+        self.deadline = deadline
         self.address = address
         self.durations: dict[str, float] = {}
         self.facts: Facts = {}
@@ -293,6 +296,10 @@ class RunRecorder:
         if timed:
             self.add(name, clock() - start)
         self.step = None
+
+    def remaining(self) -> float:
+        """Seconds left before the run's deadline (0 once it passed; inf without one)."""
+        return max(self.deadline - self.clock(), 0.0)
 
     def timeout_means(self, reason: FailureReason, waiting_for: str) -> None:
         """From now on, running out of time in the phase in progress means ``reason``.

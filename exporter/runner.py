@@ -25,9 +25,9 @@ async def execute(config: ProbeConfig, clock: Callable[[], float] = time.monoton
 
     ``clock`` times the run and its phases (seconds); tests on a virtual loop pass its ``time``.
     """
-    recorder = RunRecorder(clock=clock)
-    deadline = asyncio.timeout(config.timeout)
     started = clock()
+    recorder = RunRecorder(clock=clock, deadline=started + config.timeout)
+    deadline = asyncio.timeout(config.timeout)
     reason: FailureReason | None = None
     detail = "ok"
     timed_out = False

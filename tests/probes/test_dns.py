@@ -261,6 +261,31 @@ def test_expectations_fail_as_bad_response(responder: ScriptedResponder) -> None
     ).success
 
 
+# A pattern that backtracks catastrophically (2^n steps) in ``re`` and ``regex`` alike: on 28
+# characters a match takes tens of seconds, far past any probe's time.
+SLOW_PATTERN = r"^(a|a)+$"
+SLOW_TEXT = "a" * 28 + "!"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"expect": {"answer_regex": SLOW_PATTERN}}, FailureReason.DNS_BAD_RESPONSE),
+        (
+            {"identity": {"check": "answer_regex", "regex": SLOW_PATTERN}},
+            FailureReason.DNS_INTERCEPTED,
+        ),
+    ],
+)
+def test_a_pattern_that_backtracks_on_the_answer_is_a_labelled_mismatch(
+    responder: ScriptedResponder, fields: dict[str, object], reason: FailureReason
+) -> None:
+    responder.answer(lambda q: _txt_response(q, f'"{SLOW_TEXT}"').to_wire())
+    result = _run(_probe(port=responder.port, timeout=2.0, **fields))
+    assert result.reason == reason, result.detail
+    assert f"/{SLOW_PATTERN}/ took too long to match" in result.detail
+
+
 def test_no_reply_is_a_timeout_within_the_probe_timeout(responder: ScriptedResponder) -> None:
     responder.answer(lambda _: None)
     result = _run(_probe(port=responder.port, timeout=0.3))

@@ -139,6 +139,17 @@ async def test_body_regex_mismatch() -> None:
     assert "body 'ok' does not match /^healthy/" in result.detail
 
 
+async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
+    # ``^(a|a)+$`` takes 2^n steps on n a's and a '!' (tens of seconds for 28): the match gets
+    # at most the run's remaining time (capped at 1 s) on the event loop, then gives up.
+    body = b"a" * 28 + b"!"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    result = await _fetch(Script(answer), timeout=2, expect={"body_regex": "^(a|a)+$"})
+    assert result.reason == FailureReason.BODY_MISMATCH, result.detail
+    assert "body 'aaaa" in result.detail
+    assert "/^(a|a)+$/ took too long to match" in result.detail
+
+
 async def test_redirect_to_an_unusable_url() -> None:
     moved = b"HTTP/1.1 301 Moved\r\nLocation: ftp://files.example/x\r\nContent-Length: 0\r\n\r\n"
     result = await _fetch(Script(moved), follow_redirects=2)
