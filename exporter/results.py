@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -409,6 +410,17 @@ def _oserror(exc: BaseException) -> tuple[FailureReason, str] | None:
     return None if reason is None else (reason, os.strerror(exc.errno or 0))
 
 
+def _gaierror(exc: BaseException) -> tuple[FailureReason, str]:
+    # Probes resolve names with c-ares, so getaddrinfo fails only on an address literal the
+    # socket layer cannot use: an IPv6 zone that names no interface here (fe80::1%nosuchif).
+    # Nothing was resolved, so not resolve_failed: this host has no way to the address.
+    assert isinstance(exc, socket.gaierror)  # noqa: S101 - only called for gaierrors
+    return (
+        FailureReason.NETWORK_UNREACHABLE,
+        f"the address's IPv6 zone names no interface of this host ({exc.strerror})",
+    )
+
+
 def _ssl(exc: BaseException) -> tuple[FailureReason, str]:
     assert isinstance(exc, ssl.SSLError)  # noqa: S101 - only called for SSLErrors
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -447,6 +459,7 @@ EXCEPTION_REASONS: tuple[
     (aiodns.error.DNSError, _ares),
     (TimeoutError, lambda _: (FailureReason.TIMEOUT, "no answer within the timeout")),
     (ssl.SSLError, _ssl),
+    (socket.gaierror, _gaierror),
     (
         (ConnectionResetError, BrokenPipeError),
         lambda _: (FailureReason.CONNECTION_RESET, "connection reset by peer"),

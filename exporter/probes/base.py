@@ -181,6 +181,12 @@ def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
         raise ValueError(f"'{url}' has an invalid port")
     if parts.username or parts.password:
         raise ValueError("credentials do not belong in the URL")
+    if "%" in parts.hostname:
+        # urlsplit leaves RFC 6874's "%25" undecoded, so the zone would name no interface.
+        raise ValueError(
+            f"'{url}': an IPv6 zone (%25...) in a URL is not supported; a link-local "
+            "address with its zone can be probed by a tcp probe (host: 'fe80::1%eth0')"
+        )
     check_host(parts.hostname)
     return url
 

@@ -352,10 +352,13 @@ class _Attempt:
 
 
 def _redirect_target(url: str, location: str) -> str:
-    """Where a redirect leads; the peer wrote it, so an unusable one fails the check."""
-    target = urljoin(url, location)
+    """Where a redirect leads; the peer wrote it, so an unusable one fails the check.
+
+    Unusable is anything :func:`check_url` refuses, and a Location ``urljoin`` cannot even
+    parse (``http://[::1``, an unclosed IPv6 bracket).
+    """
     try:
-        return ascii_url(check_url(target))
+        return ascii_url(check_url(urljoin(url, location)))
     except ValueError as exc:
         raise ProbeError(
             FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"

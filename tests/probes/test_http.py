@@ -150,11 +150,21 @@ async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
     assert "/^(a|a)+$/ took too long to match" in result.detail
 
 
-async def test_redirect_to_an_unusable_url() -> None:
-    moved = b"HTTP/1.1 301 Moved\r\nLocation: ftp://files.example/x\r\nContent-Length: 0\r\n\r\n"
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        (b"ftp://files.example/x", "is not an absolute http:// or https:// URL"),
+        (b"http://[::1", "Invalid IPv6 URL"),  # urljoin itself cannot parse it
+        (b"http://[fe80::1%25lo]:1/", "an IPv6 zone (%25...) in a URL is not supported"),
+        (b"http://127.0.0.1:99999/", "has an invalid port"),
+    ],
+)
+async def test_redirect_to_an_unusable_url(location: bytes, problem: str) -> None:
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location
     result = await _fetch(Script(moved), follow_redirects=2)
-    assert result.reason == FailureReason.HTTP_STATUS
+    assert result.reason == FailureReason.HTTP_STATUS, result.detail
     assert "redirect to an unusable URL" in result.detail
+    assert problem in result.detail
 
 
 @pytest.mark.parametrize(
@@ -166,11 +176,17 @@ async def test_redirect_to_an_unusable_url() -> None:
         ({"agent_budget": "3s"}, "agent_budget (3s) must not exceed timeout (2s)"),
         ({"also_system_resolver": True}, "also_system_resolver needs 'resolvers'"),
         ({"fallback_addresses": ["nowhere"]}, "'nowhere' is not an IP address"),
+        # urlsplit keeps RFC 6874's %25: the zone would name no interface (never decoded)
+        ({"url": "http://[fe80::1%25lo]:1/"}, "url\n  Value error, 'http://[fe80::1%25lo]"),
+        (
+            {"proxy": {"url": "http://[fe80::1%25eth0]:3128"}},
+            "proxy.url\n  Value error, 'http://[fe80::1%25eth0]:3128': an IPv6 zone (%25...)",
+        ),
     ],
 )
 def test_invalid_config_names_the_problem(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
-        _probe("http://127.0.0.1/", **fields)
+        _probe(fields.pop("url", "http://127.0.0.1/"), **fields)
 
 
 # -- answers that are not HTTP, or broken ---------------------------------------------------

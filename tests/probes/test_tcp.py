@@ -53,6 +53,14 @@ async def test_every_address_must_answer() -> None:
     assert first.success, first.detail
 
 
+async def test_an_ipv6_zone_that_names_no_interface_is_network_unreachable() -> None:
+    # The socket layer's getaddrinfo refuses the literal (socket.gaierror): no route from here.
+    result = await execute(_probe(1, host="fe80::1%nosuchif"))
+    assert result.reason == FailureReason.NETWORK_UNREACHABLE, result.detail
+    if "Address family not supported" not in result.detail:  # a host without IPv6 says so
+        assert "IPv6 zone names no interface of this host" in result.detail
+
+
 @pytest.mark.parametrize("method", ["CONNECT", "GET"])
 async def test_a_proxy_wanting_authentication_is_reachable(method: str) -> None:
     check = {"method": method, "url": "http://echo.test/connecttest.txt"}
