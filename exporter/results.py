@@ -49,6 +49,7 @@ class FailureReason(StrEnum):
     SLOW = "slow"
     RESOLVE_FAILED = "resolve_failed"
     SOURCE_ADDRESS_UNAVAILABLE = "source_address_unavailable"
+    LOCAL_RESOURCES_EXHAUSTED = "local_resources_exhausted"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -163,6 +164,11 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
         "The probe's source_address is not an address of this host (any more): fix the "
         "config, or the interface that should hold the address.",
         curl_code=45,  # CURLE_INTERFACE_FAILED: curl --interface cannot bind either
+    ),
+    FailureReason.LOCAL_RESOURCES_EXHAUSTED: ReasonRecord(
+        "The exporter's host ran out of file descriptors or socket memory, not a network "
+        "problem: raise its open-files limit (LimitNOFILE=, ulimit -n) or find what holds them.",
+        curl_code=7,  # CURLE_COULDNT_CONNECT: curl reports a failed socket() as a failed connect
     ),
     FailureReason.INTERNAL_ERROR: ReasonRecord(
         "Exporter fault, not a network problem: see the exporter log.",
@@ -399,6 +405,11 @@ _CONNECT_ERRNOS: Mapping[int, FailureReason] = {
     errno.EPERM: FailureReason.NETWORK_UNREACHABLE,  # a local firewall rejected the send
     errno.EADDRNOTAVAIL: FailureReason.NETWORK_UNREACHABLE,
     errno.EAFNOSUPPORT: FailureReason.NETWORK_UNREACHABLE,  # no IPv6 here (ipv6.disable=1)
+    # socket() (or a send) finds no descriptor or kernel memory left: this host's limit.
+    errno.EMFILE: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENFILE: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENOBUFS: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENOMEM: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
 }
 
 

@@ -19,7 +19,7 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from scripted_servers import Script, connect_proxy, scripted
+from scripted_servers import Script, connect_proxy, descriptors_exhausted, scripted
 
 from exporter.probes._http1 import MAX_HEAD_BYTES
 from exporter.probes.http import HttpProbe
@@ -148,6 +148,28 @@ async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
     assert result.reason == FailureReason.BODY_MISMATCH, result.detail
     assert "body 'aaaa" in result.detail
     assert "/^(a|a)+$/ took too long to match" in result.detail
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+async def test_running_out_of_descriptors_is_local_resources_exhausted(
+    through_proxy: bool,
+) -> None:
+    # ulimit -n reached: socket() fails with EMFILE, this host's fault and not the path's (and
+    # not the proxy's: no proxy_connect_failed).
+    async with scripted(Script(OK)) as peer:
+        url = f"http://127.0.0.1:{peer.port}/healthcheck"
+        fields: dict[str, Any] = {"url": "https://vendor.test/"} if through_proxy else {}
+        if through_proxy:
+            fields["proxy"] = {"url": url}
+        probe = _probe(fields.pop("url", url), **fields)
+        with descriptors_exhausted():
+            result = await execute(probe)
+        assert peer.requests == []  # no connection could be made
+        after = await execute(probe)  # descriptors given back: the peer is reached again
+    assert result.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED, result.detail
+    assert f"127.0.0.1:{peer.port}: Too many open files" in result.detail
+    assert curl_code(result.reason) == 7
+    assert len(peer.requests) == 1, after.detail
 
 
 @pytest.mark.parametrize(
