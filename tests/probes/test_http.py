@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from scripted_servers import Script, connect_proxy, descriptors_exhausted, scripted
 
-from exporter.probes._http1 import MAX_HEAD_BYTES
+from exporter.probes._http1 import MAX_HEAD_BYTES, MAX_INTERIM_RESPONSES
 from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult, curl_code
 from exporter.runner import execute
@@ -148,6 +148,23 @@ async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
     assert result.reason == FailureReason.BODY_MISMATCH, result.detail
     assert "body 'aaaa" in result.detail
     assert "/^(a|a)+$/ took too long to match" in result.detail
+
+
+async def test_a_flood_of_interim_responses_is_a_bad_response() -> None:
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_INTERIM_RESPONSES + 1) + OK
+    result = await _fetch(Script(flood))
+    _bad(result, f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses, no final one")
+    exact = await _fetch(Script(b"HTTP/1.1 100 Continue\r\n\r\n" * MAX_INTERIM_RESPONSES + OK))
+    assert exact.success, exact.detail
+    assert exact.facts["interim_responses"] == MAX_INTERIM_RESPONSES
+
+
+async def test_a_proxy_flooding_interim_responses_is_a_bad_response() -> None:
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000
+    async with scripted(Script(flood, hold=True)) as proxy:
+        probe = _probe("https://vendor.test/", proxy={"url": f"http://127.0.0.1:{proxy.port}"})
+        result = await execute(probe)
+    _bad(result, "more than 10 interim (1xx) responses")
 
 
 @pytest.mark.parametrize("through_proxy", [False, True])
