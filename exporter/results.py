@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import logging
 import math
@@ -493,10 +494,18 @@ def classify(exc: BaseException) -> tuple[FailureReason, str] | None:
     return None
 
 
+# The probe whose run is in progress in this task (and the tasks it starts), for the log.
+current_probe: contextvars.ContextVar[str] = contextvars.ContextVar("current_probe", default="")
+
+
 def reason_for(exc: BaseException) -> tuple[FailureReason, str]:
-    """Like :func:`classify`, but an unmapped exception is ``internal_error``, logged in full."""
+    """Like :func:`classify`, but an unmapped exception is ``internal_error``, logged in full.
+
+    The log record names the probe (``probe=``) from :data:`current_probe`.
+    """
     mapped = classify(exc)
     if mapped is not None:
         return mapped
-    log.error("unexpected exception in a probe", exc_info=exc)
+    probe = current_probe.get()
+    log.error("unexpected exception in a probe", exc_info=exc, extra={"probe": probe})
     return FailureReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"

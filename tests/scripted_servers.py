@@ -24,7 +24,8 @@ class Script:
 
     ``greeting`` is written on accept (a banner); ``reply`` after the request head (``delay``
     seconds later); then the connection is closed, reset (``reset``), or held open until the
-    client leaves (``hold``).
+    client leaves (``hold``). With ``hang_up`` the connection is closed as soon as the client
+    sends its first bytes (a TLS ClientHello, a request), without a reply.
     """
 
     reply: bytes = b""
@@ -32,6 +33,7 @@ class Script:
     hold: bool = False
     reset: bool = False
     delay: float = 0.0
+    hang_up: bool = False
 
 
 @dataclass
@@ -47,6 +49,9 @@ async def _play(
 ) -> None:
     try:
         writer.write(script.greeting)
+        if script.hang_up:
+            seen.append(await reader.read(65536))
+            return
         seen.append(await reader.readuntil(b"\r\n\r\n"))
         if script.reset:
             linger = struct.pack("ii", 1, 0)  # close with a RST

@@ -150,6 +150,14 @@ async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
     assert "/^(a|a)+$/ took too long to match" in result.detail
 
 
+async def test_a_peer_closing_during_the_tls_handshake_says_so() -> None:
+    async with scripted(Script(hang_up=True)) as peer:
+        result = await execute(_probe(f"https://127.0.0.1:{peer.port}/healthcheck"))
+    assert result.reason == FailureReason.TLS_HANDSHAKE_FAILED, result.detail
+    assert result.detail == "TLS handshake: the peer closed the connection during the handshake"
+    assert peer.requests[0].startswith(b"\x16\x03")  # it did get a ClientHello
+
+
 async def test_a_flood_of_interim_responses_is_a_bad_response() -> None:
     flood = b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_INTERIM_RESPONSES + 1) + OK
     result = await _fetch(Script(flood))
