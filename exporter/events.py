@@ -4,7 +4,8 @@ A site without internet fails every run of every probe; logging each at info cos
 minute (about 28 MB a day) and buried the one line that mattered. So the log follows changes:
 
 - a probe whose result changes (ok to failed, one reason to another, failed to ok) is logged at
-  info with its reason and detail, the WHY; so is a probe's first result when it failed;
+  info with its reason and detail, the WHY; so is a probe's first result when it failed; at
+  warning when the new reason is ``local_resources_exhausted`` (this host, not the network);
 - every other run at debug (``--log.level=debug``), failed or not;
 - a published protection state that changes (or is first published) at info with its WHY.
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from exporter.history import Run
 from exporter.logs import RECORD_KEYS
-from exporter.results import ProbeResult
+from exporter.results import FailureReason, ProbeResult
 from exporter.status import Verdict
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ def probe_run(result: ProbeResult, previous: Run | None, changed: bool) -> None:
         fields["detail"] = result.detail
     if changed and (previous is not None or not result.success):
         fields["previous"] = _outcome(previous)
-        log.info("probe result changed", extra=fields)
+        # The exporter's own host failing (out of descriptors) is the operator's to fix here.
+        local = result.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED
+        log.log(logging.WARNING if local else logging.INFO, "probe result changed", extra=fields)
     else:
         log.debug("probe run", extra=fields)
 

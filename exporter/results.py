@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import logging
+import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +50,7 @@ class FailureReason(StrEnum):
     SLOW = "slow"
     RESOLVE_FAILED = "resolve_failed"
     SOURCE_ADDRESS_UNAVAILABLE = "source_address_unavailable"
+    LOCAL_RESOURCES_EXHAUSTED = "local_resources_exhausted"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -162,6 +166,11 @@ REASONS: Mapping[FailureReason, ReasonRecord] = {
         "config, or the interface that should hold the address.",
         curl_code=45,  # CURLE_INTERFACE_FAILED: curl --interface cannot bind either
     ),
+    FailureReason.LOCAL_RESOURCES_EXHAUSTED: ReasonRecord(
+        "The exporter's host ran out of file descriptors or socket memory, not a network "
+        "problem: raise its open-files limit (LimitNOFILE=, ulimit -n) or find what holds them.",
+        curl_code=7,  # CURLE_COULDNT_CONNECT: curl reports a failed socket() as a failed connect
+    ),
     FailureReason.INTERNAL_ERROR: ReasonRecord(
         "Exporter fault, not a network problem: see the exporter log.",
     ),
@@ -250,7 +259,7 @@ class RunRecorder:
 
     ``clock`` (seconds) times the phases: ``time.monotonic``, read at the socket event, not the
     event loop's clock (uvloop's is cached per loop iteration, in milliseconds); tests on a
-    virtual loop pass its ``time``.
+    virtual loop pass its ``time``. ``deadline`` is when the run's time runs out, on ``clock``.
     """
 
     def __init__(
@@ -258,9 +267,11 @@ class RunRecorder:
         address: str = "",
         mirror_to: RunRecorder | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float = math.inf,
     ) -> None:
         """A run's recorder, or that of one of its addresses (``mirror_to``: its run)."""
         self.clock = clock
+        self.deadline = deadline
         self.address = address
         self.durations: dict[str, float] = {}
         self.facts: Facts = {}
@@ -300,6 +311,10 @@ class RunRecorder:
         if timed:
             self.add(name, clock() - start)
         self.step = None
+
+    def remaining(self) -> float:
+        """Seconds left before the run's deadline (0 once it passed; inf without one)."""
+        return max(self.deadline - self.clock(), 0.0)
 
     def timeout_means(self, reason: FailureReason, waiting_for: str) -> None:
         """From now on, running out of time in the phase in progress means ``reason``.
@@ -398,6 +413,11 @@ _CONNECT_ERRNOS: Mapping[int, FailureReason] = {
     errno.EPERM: FailureReason.NETWORK_UNREACHABLE,  # a local firewall rejected the send
     errno.EADDRNOTAVAIL: FailureReason.NETWORK_UNREACHABLE,
     errno.EAFNOSUPPORT: FailureReason.NETWORK_UNREACHABLE,  # no IPv6 here (ipv6.disable=1)
+    # socket() (or a send) finds no descriptor or kernel memory left: this host's limit.
+    errno.EMFILE: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENFILE: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENOBUFS: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
+    errno.ENOMEM: FailureReason.LOCAL_RESOURCES_EXHAUSTED,
 }
 
 
@@ -407,6 +427,17 @@ def _oserror(exc: BaseException) -> tuple[FailureReason, str] | None:
     # The errno's own words ("Network is unreachable"): asyncio's strerror is Python's
     # "Connect call failed ('2620:119:35::35', 53, 0, 0)", which names nothing new.
     return None if reason is None else (reason, os.strerror(exc.errno or 0))
+
+
+def _gaierror(exc: BaseException) -> tuple[FailureReason, str]:
+    # Probes resolve names with c-ares, so getaddrinfo fails only on an address literal the
+    # socket layer cannot use: an IPv6 zone that names no interface here (fe80::1%nosuchif).
+    # Nothing was resolved, so not resolve_failed: this host has no way to the address.
+    assert isinstance(exc, socket.gaierror)  # noqa: S101 - only called for gaierrors
+    return (
+        FailureReason.NETWORK_UNREACHABLE,
+        f"the address's IPv6 zone names no interface of this host ({exc.strerror})",
+    )
 
 
 def _ssl(exc: BaseException) -> tuple[FailureReason, str]:
@@ -447,6 +478,7 @@ EXCEPTION_REASONS: tuple[
     (aiodns.error.DNSError, _ares),
     (TimeoutError, lambda _: (FailureReason.TIMEOUT, "no answer within the timeout")),
     (ssl.SSLError, _ssl),
+    (socket.gaierror, _gaierror),
     (
         (ConnectionResetError, BrokenPipeError),
         lambda _: (FailureReason.CONNECTION_RESET, "connection reset by peer"),
@@ -469,10 +501,18 @@ def classify(exc: BaseException) -> tuple[FailureReason, str] | None:
     return None
 
 
+# The probe whose run is in progress in this task (and the tasks it starts), for the log.
+current_probe: contextvars.ContextVar[str] = contextvars.ContextVar("current_probe", default="")
+
+
 def reason_for(exc: BaseException) -> tuple[FailureReason, str]:
-    """Like :func:`classify`, but an unmapped exception is ``internal_error``, logged in full."""
+    """Like :func:`classify`, but an unmapped exception is ``internal_error``, logged in full.
+
+    The log record names the probe (``probe=``) from :data:`current_probe`.
+    """
     mapped = classify(exc)
     if mapped is not None:
         return mapped
-    log.error("unexpected exception in a probe", exc_info=exc)
+    probe = current_probe.get()
+    log.error("unexpected exception in a probe", exc_info=exc, extra={"probe": probe})
     return FailureReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from exporter.probes import KINDS
 from exporter.probes.base import ProbeConfig
-from exporter.results import FailureReason, ProbeResult, RunRecorder, reason_for
+from exporter.results import FailureReason, ProbeResult, RunRecorder, current_probe, reason_for
 
 # How far apart ``check`` starts its probes (see :func:`run_all_once`).
 START_SPACING_SECONDS = 0.01
@@ -25,12 +25,13 @@ async def execute(config: ProbeConfig, clock: Callable[[], float] = time.monoton
 
     ``clock`` times the run and its phases (seconds); tests on a virtual loop pass its ``time``.
     """
-    recorder = RunRecorder(clock=clock)
-    deadline = asyncio.timeout(config.timeout)
     started = clock()
+    recorder = RunRecorder(clock=clock, deadline=started + config.timeout)
+    deadline = asyncio.timeout(config.timeout)
     reason: FailureReason | None = None
     detail = "ok"
     timed_out = False
+    named = current_probe.set(config.name)  # an unexpected exception's log names the probe
     try:
         async with deadline:
             await KINDS[config.kind].run(config, recorder)
@@ -41,6 +42,8 @@ async def execute(config: ProbeConfig, clock: Callable[[], float] = time.monoton
         else:
             reason, detail = reason_for(exc)
         detail = config.redact(detail)  # a peer may echo our credentials back
+    finally:
+        current_probe.reset(named)
     duration = clock() - started
     return ProbeResult(
         probe=config.name,

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -21,7 +24,8 @@ class Script:
 
     ``greeting`` is written on accept (a banner); ``reply`` after the request head (``delay``
     seconds later); then the connection is closed, reset (``reset``), or held open until the
-    client leaves (``hold``).
+    client leaves (``hold``). With ``hang_up`` the connection is closed as soon as the client
+    sends its first bytes (a TLS ClientHello, a request), without a reply.
     """
 
     reply: bytes = b""
@@ -29,6 +33,7 @@ class Script:
     hold: bool = False
     reset: bool = False
     delay: float = 0.0
+    hang_up: bool = False
 
 
 @dataclass
@@ -44,6 +49,9 @@ async def _play(
 ) -> None:
     try:
         writer.write(script.greeting)
+        if script.hang_up:
+            seen.append(await reader.read(65536))
+            return
         seen.append(await reader.readuntil(b"\r\n\r\n"))
         if script.reset:
             linger = struct.pack("ii", 1, 0)  # close with a RST
@@ -132,3 +140,24 @@ async def _serving(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
+
+
+@contextlib.contextmanager
+def descriptors_exhausted() -> Iterator[None]:
+    """For the block, this process can open no file descriptor (``EMFILE``), as under ``ulimit
+    -n`` with every descriptor taken: the soft limit drops to just above the highest one open and
+    the gaps below it are filled with ``/dev/null``. Everything is given back afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(int(fd.name) for fd in Path("/proc/self/fd").iterdir())
+    held: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while len(held) <= top:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

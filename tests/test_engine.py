@@ -300,3 +300,28 @@ def test_a_fault_recording_a_result_is_logged_and_the_probe_keeps_running(
         run_virtual(main)
     assert len(recorded) == 4  # the schedule went on after the fault
     assert [r.message for r in caplog.records] == ["recording a result failed"]
+
+
+async def _fault_in_a_task(config: HangProbe, recorder: RunRecorder) -> None:
+    del config, recorder
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    await asyncio.create_task(broken())  # like an address's attempt: its own task
+
+
+def test_an_unexpected_exception_is_logged_with_the_probe_it_happened_in(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    kind = ProbeKind(name="hang", config=HangProbe, run=_fault_in_a_task, facts={})
+    monkeypatch.setitem(KINDS, "hang", kind)  # type: ignore[index, unused-ignore]
+    with caplog.at_level("ERROR", logger="exporter.results"):
+        result = asyncio.run(execute(HangProbe(name="broken-probe", kind="hang", timeout=2)))
+    assert (result.reason, result.detail) == (FailureReason.INTERNAL_ERROR, "RuntimeError: a bug")
+    [record] = caplog.records
+    assert (record.message, vars(record).get("probe")) == (
+        "unexpected exception in a probe",
+        "broken-probe",
+    )
+    assert record.exc_info is not None

@@ -113,6 +113,20 @@ def test_a_probe_is_logged_at_info_only_when_its_result_changes(
     assert all(_fields(r, "duration_seconds") == (0.01,) for r in caplog.records)
 
 
+def test_running_out_of_descriptors_is_one_warning_per_change_without_traceback(
+    store: ResultStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    exhausted = FailureReason.LOCAL_RESOURCES_EXHAUSTED
+    for reason in [None, exhausted, exhausted, exhausted, None]:
+        store.record(_run(reason, detail="127.0.0.1:443: Too many open files"))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.getMessage(), *_fields(r, "reason", "previous")) for r in warnings] == [
+        ("probe result changed", "local_resources_exhausted", "ok"),
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_a_first_result_is_at_info_only_when_it_failed(
     store: ResultStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,15 +18,16 @@ A problem is a ``(reason, detail)`` pair, or None when the reply passes.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING
 
 import dns.message
 import dns.rcode
 import dns.rdtypes.ANY.TXT
+import regex
 
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
+from exporter.probes.base import SlowPatternError, search
 from exporter.results import FailureReason, RunRecorder
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def _txt_blobs(response: dns.message.Message) -> list[bytes]:
     ]
 
 
-def answer_problem(expect: DnsExpect, response: dns.message.Message) -> Problem:
+def answer_problem(
+    expect: DnsExpect, response: dns.message.Message, recorder: RunRecorder
+) -> Problem:
     """Whether the answers meet ``expect`` (count, regex, TXT prefix)."""
     texts = answer_texts(response)
     if len(texts) < expect.min_answers:
@@ -94,8 +97,11 @@ def answer_problem(expect: DnsExpect, response: dns.message.Message) -> Problem:
             f"{len(texts)} answers, expected at least {expect.min_answers}",
         )
     if expect.answer_regex is not None:
-        pattern = re.compile(expect.answer_regex)
-        if not any(pattern.search(text) for text in texts):
+        try:
+            match = _first_match(expect.answer_regex, texts, recorder)
+        except SlowPatternError as exc:
+            return FailureReason.DNS_BAD_RESPONSE, f"{exc}: {_shorten(texts)}"
+        if match is None:
             return (
                 FailureReason.DNS_BAD_RESPONSE,
                 f"no answer matches /{expect.answer_regex}/: {_shorten(texts)}",
@@ -107,6 +113,15 @@ def answer_problem(expect: DnsExpect, response: dns.message.Message) -> Problem:
                 FailureReason.DNS_BAD_RESPONSE,
                 f"no TXT answer starts with '{expect.txt_prefix}': {_shorten(texts)}",
             )
+    return None
+
+
+def _first_match(pattern: str, texts: list[str], recorder: RunRecorder) -> regex.Match[str] | None:
+    """The first answer's match of ``pattern``, each search bounded by the run's time left."""
+    for text in texts:
+        match = search(pattern, text, recorder.remaining())
+        if match is not None:
+            return match
     return None
 
 
@@ -131,14 +146,15 @@ def identity_problem(
 def _regex_problem(
     identity: RegexIdentity, response: dns.message.Message, recorder: RunRecorder
 ) -> Problem:
-    pattern = re.compile(identity.regex)
     texts = answer_texts(response)
-    for text in texts:
-        match = pattern.search(text)
-        if match:
-            if match.groups():
-                recorder.fact("identity", match.group(1))
-            return None
+    try:
+        match = _first_match(identity.regex, texts, recorder)
+    except SlowPatternError as exc:
+        return FailureReason.DNS_INTERCEPTED, f"{exc}: {_shorten(texts)}"
+    if match is not None:
+        if match.groups():
+            recorder.fact("identity", match.group(1))
+        return None
     return (
         FailureReason.DNS_INTERCEPTED,
         f"no answer matches /{identity.regex}/ (the vendor's own answer): {_shorten(texts)}",

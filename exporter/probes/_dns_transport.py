@@ -259,7 +259,7 @@ async def tcp_retry(config: DnsProbe, query: Query, recorder: RunRecorder) -> dn
         if mapped is None:
             raise
         reason, text = mapped
-        if reason == FailureReason.DNS_INTERCEPTED:
+        if reason in {FailureReason.DNS_INTERCEPTED, FailureReason.LOCAL_RESOURCES_EXHAUSTED}:
             raise
         raise ProbeError(
             FailureReason.DNS_BAD_RESPONSE, f"{retry} failed: {reason} ({text})"

@@ -25,6 +25,10 @@ import h11
 from exporter.results import FailureReason, ProbeError
 
 MAX_HEAD_BYTES = 16 * 1024
+# Interim (1xx) responses skipped before the final one. RFC 9110 section 15.2 sets no limit and
+# curl has none, but a healthcheck or a proxy sends one or two (100 Continue, 103 Early Hints):
+# a peer streaming them endlessly is broken or hostile, not slow.
+MAX_INTERIM_RESPONSES = 10
 _READ_CHUNK = 16 * 1024
 _SHOWN_BYTES = 60
 _HTTP_NAME = b"HTTP/"
@@ -78,12 +82,21 @@ class Exchange:
         await self._writer.drain()
 
     async def response(self) -> ResponseHead:
-        """Read the final response head, skipping (and counting) interim 1xx responses."""
+        """Read the final response head, skipping (and counting) interim 1xx responses.
+
+        More than ``MAX_INTERIM_RESPONSES`` of them is ``http_bad_response``.
+        """
         interim = 0
         while True:
             event = await self._next_event(head=True)
             if isinstance(event, h11.InformationalResponse):
                 interim += 1
+                if interim > MAX_INTERIM_RESPONSES:
+                    raise ProbeError(
+                        FailureReason.HTTP_BAD_RESPONSE,
+                        f"{self._peer}: more than {MAX_INTERIM_RESPONSES} interim (1xx) "
+                        "responses, no final one",
+                    )
                 continue
             assert isinstance(event, h11.Response)  # noqa: S101 - h11 yields nothing else here
             headers = tuple(
@@ -133,6 +146,9 @@ class Exchange:
             await self._receive()
 
     async def _receive(self) -> None:
+        # A read of bytes already buffered does not suspend: yield first, so a peer that keeps
+        # the buffer full (a flood of small events) cannot hold the loop from other probes.
+        await asyncio.sleep(0)
         data = await self._reader.read(_READ_CHUNK)
         if not data and not self._seen:
             raise ProbeError(

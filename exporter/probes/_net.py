@@ -219,7 +219,9 @@ async def start_tls(
         await writer.start_tls(context, server_hostname=ascii_host(tls.server_name or host))
     except ConnectionError as exc:
         # A reset or EOF in the middle of the handshake is how SNI filters show themselves.
-        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {exc}") from exc
+        # asyncio's ConnectionResetError for a close carries no text.
+        why = str(exc) or "the peer closed the connection during the handshake"
+        raise ProbeError(FailureReason.TLS_HANDSHAKE_FAILED, f"TLS handshake: {why}") from exc
     cert = peer_certificate(writer.get_extra_info("ssl_object"))
     if cert is not None:
         recorder.fact("tls_cert_not_after_timestamp_seconds", cert.not_after)

@@ -160,8 +160,8 @@ async def open_proxy(
         ):
             addresses = await _resolution.addresses(settings, proxy.host, probe_timeout, recorder)
     except ProbeError as exc:
-        raise ProbeError(
-            FailureReason.PROXY_RESOLVE_FAILED, f"could not resolve proxy: {exc.detail}"
+        raise _proxy_failure(
+            exc, FailureReason.PROXY_RESOLVE_FAILED, f"could not resolve proxy: {exc.detail}"
         ) from None
     try:
         with recorder.phase(
@@ -175,8 +175,17 @@ async def open_proxy(
                 waiting_for=waiting,
             )
     except ProbeError as exc:
-        raise ProbeError(
-            FailureReason.PROXY_CONNECT_FAILED, f"proxy {proxy.host}:{proxy.port}: {exc.detail}"
+        raise _proxy_failure(
+            exc,
+            FailureReason.PROXY_CONNECT_FAILED,
+            f"proxy {proxy.host}:{proxy.port}: {exc.detail}",
         ) from None
     recorder.fact("address", address)
     return await asyncio.open_connection(sock=sock)
+
+
+def _proxy_failure(exc: ProbeError, reason: FailureReason, detail: str) -> ProbeError:
+    """Failing to reach the proxy is ``reason``, unless this host itself ran out of sockets."""
+    if exc.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED:
+        return ProbeError(exc.reason, detail)
+    return ProbeError(reason, detail)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import idna
+import regex
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -39,6 +40,8 @@ from exporter.results import FailureReason, ProbeResult, RunRecorder
 if TYPE_CHECKING:
     from exporter.probes._trace import PathTarget
 
+# The longest a config regex may match on the event loop (see :func:`search`).
+MAX_MATCH_SECONDS = 1.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 # A probe more often than every second spins a core and tells nothing an agent would notice;
@@ -178,6 +181,12 @@ def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
         raise ValueError(f"'{url}' has an invalid port")
     if parts.username or parts.password:
         raise ValueError("credentials do not belong in the URL")
+    if "%" in parts.hostname:
+        # urlsplit leaves RFC 6874's "%25" undecoded, so the zone would name no interface.
+        raise ValueError(
+            f"'{url}': an IPv6 zone (%25...) in a URL is not supported; a link-local "
+            "address with its zone can be probed by a tcp probe (host: 'fe80::1%eth0')"
+        )
     check_host(parts.hostname)
     return url
 
@@ -199,10 +208,37 @@ def ascii_url(url: str) -> str:
 
 def _check_regex(pattern: str) -> str:
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        regex.compile(pattern)
+    except regex.error as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
     return pattern
+
+
+class SlowPatternError(Exception):
+    """A pattern did not finish matching in its time: catastrophic backtracking."""
+
+    def __init__(self, pattern: str, seconds: float) -> None:
+        """``seconds``: the time the match had."""
+        super().__init__(
+            f"/{pattern}/ took too long to match (over {seconds * 1000:.0f} ms: catastrophic "
+            "backtracking on this text); simplify the pattern"
+        )
+
+
+def search(pattern: str, text: str, seconds: float) -> regex.Match[str] | None:
+    """``pattern`` (a :data:`Regex`) searched in peer-sent ``text``, for at most ``seconds``.
+
+    The match runs on the event loop, so it gets the run's remaining time capped at
+    ``MAX_MATCH_SECONDS``: a pattern that backtracks catastrophically on what a peer sent
+    (``^(a|a)+$`` against ``aaa...!``) raises :class:`SlowPatternError` instead of freezing
+    every probe. The ``regex`` package's ``timeout=`` bounds the match; its default (V0) syntax
+    is that of ``re``.
+    """
+    seconds = min(max(seconds, 0.001), MAX_MATCH_SECONDS)
+    try:
+        return regex.search(pattern, text, timeout=seconds)
+    except TimeoutError:
+        raise SlowPatternError(pattern, seconds) from None
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -217,7 +217,7 @@ async def run(config: DnsProbe, recorder: RunRecorder) -> None:
         response = await tcp_exchange(config, query, recorder)
     problem = (
         rcode_problem(config, response)
-        or answer_problem(config.expect, response)
+        or answer_problem(config.expect, response, recorder)
         or identity_problem(config.identity, response, recorder)
     )
     if problem is not None:

@@ -25,7 +25,6 @@ would give up. Without one (the default) only the timeout judges a run.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
@@ -50,10 +49,12 @@ from exporter.probes.base import (
     ProbeConfig,
     ProbeKind,
     Regex,
+    SlowPatternError,
     StrictModel,
     ascii_url,
     check_url,
     is_ip,
+    search,
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder
 
@@ -338,17 +339,26 @@ class _Attempt:
             raise ProbeError(
                 FailureReason.BODY_MISMATCH, f"body {shown}, expected {expect.body.strip()!r}"
             )
-        if expect.body_regex is not None and re.search(expect.body_regex, text) is None:
+        if expect.body_regex is None:
+            return
+        try:
+            found = search(expect.body_regex, text, self.recorder.remaining())
+        except SlowPatternError as exc:
+            raise ProbeError(FailureReason.BODY_MISMATCH, f"body {shown}: {exc}") from None
+        if found is None:
             raise ProbeError(
                 FailureReason.BODY_MISMATCH, f"body {shown} does not match /{expect.body_regex}/"
             )
 
 
 def _redirect_target(url: str, location: str) -> str:
-    """Where a redirect leads; the peer wrote it, so an unusable one fails the check."""
-    target = urljoin(url, location)
+    """Where a redirect leads; the peer wrote it, so an unusable one fails the check.
+
+    Unusable is anything :func:`check_url` refuses, and a Location ``urljoin`` cannot even
+    parse (``http://[::1``, an unclosed IPv6 bracket).
+    """
     try:
-        return ascii_url(check_url(target))
+        return ascii_url(check_url(urljoin(url, location)))
     except ValueError as exc:
         raise ProbeError(
             FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"

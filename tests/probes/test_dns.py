@@ -27,10 +27,11 @@ from dns_responder import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from scripted_servers import descriptors_exhausted
 
 from exporter.probes import _dnscrypt
 from exporter.probes import dns as dns_kind
-from exporter.results import FailureReason
+from exporter.results import FailureReason, ProbeResult
 from exporter.runner import execute
 
 SEED = bytes(range(1, 33))
@@ -259,6 +260,47 @@ def test_expectations_fail_as_bad_response(responder: ScriptedResponder) -> None
     assert _run(
         _probe(port=responder.port, expect={"answer_regex": "^hel", "txt_prefix": "he"})
     ).success
+
+
+# A pattern that backtracks catastrophically (2^n steps) in ``re`` and ``regex`` alike: on 28
+# characters a match takes tens of seconds, far past any probe's time.
+SLOW_PATTERN = r"^(a|a)+$"
+SLOW_TEXT = "a" * 28 + "!"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"expect": {"answer_regex": SLOW_PATTERN}}, FailureReason.DNS_BAD_RESPONSE),
+        (
+            {"identity": {"check": "answer_regex", "regex": SLOW_PATTERN}},
+            FailureReason.DNS_INTERCEPTED,
+        ),
+    ],
+)
+def test_a_pattern_that_backtracks_on_the_answer_is_a_labelled_mismatch(
+    responder: ScriptedResponder, fields: dict[str, object], reason: FailureReason
+) -> None:
+    responder.answer(lambda q: _txt_response(q, f'"{SLOW_TEXT}"').to_wire())
+    result = _run(_probe(port=responder.port, timeout=2.0, **fields))
+    assert result.reason == reason, result.detail
+    assert f"/{SLOW_PATTERN}/ took too long to match" in result.detail
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_running_out_of_descriptors_is_local_resources_exhausted(
+    responder: ScriptedResponder, protocol: str
+) -> None:
+    responder.answer(lambda q: _txt_response(q, '"hello"').to_wire())
+    probe = _probe(port=responder.port, protocol=protocol)
+
+    async def starved() -> ProbeResult:
+        with descriptors_exhausted():  # inside the loop: the loop's own descriptors stay open
+            return await execute(probe)
+
+    result = asyncio.run(starved())
+    assert result.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED, result.detail
+    assert "Too many open files" in result.detail
 
 
 def test_no_reply_is_a_timeout_within_the_probe_timeout(responder: ScriptedResponder) -> None:

@@ -19,9 +19,9 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from scripted_servers import Script, connect_proxy, scripted
+from scripted_servers import Script, connect_proxy, descriptors_exhausted, scripted
 
-from exporter.probes._http1 import MAX_HEAD_BYTES
+from exporter.probes._http1 import MAX_HEAD_BYTES, MAX_INTERIM_RESPONSES
 from exporter.probes.http import HttpProbe
 from exporter.results import FailureReason, ProbeResult, curl_code
 from exporter.runner import execute
@@ -139,11 +139,79 @@ async def test_body_regex_mismatch() -> None:
     assert "body 'ok' does not match /^healthy/" in result.detail
 
 
-async def test_redirect_to_an_unusable_url() -> None:
-    moved = b"HTTP/1.1 301 Moved\r\nLocation: ftp://files.example/x\r\nContent-Length: 0\r\n\r\n"
+async def test_a_body_regex_that_backtracks_is_a_mismatch_not_a_stall() -> None:
+    # ``^(a|a)+$`` takes 2^n steps on n a's and a '!' (tens of seconds for 28): the match gets
+    # at most the run's remaining time (capped at 1 s) on the event loop, then gives up.
+    body = b"a" * 28 + b"!"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    result = await _fetch(Script(answer), timeout=2, expect={"body_regex": "^(a|a)+$"})
+    assert result.reason == FailureReason.BODY_MISMATCH, result.detail
+    assert "body 'aaaa" in result.detail
+    assert "/^(a|a)+$/ took too long to match" in result.detail
+
+
+async def test_a_peer_closing_during_the_tls_handshake_says_so() -> None:
+    async with scripted(Script(hang_up=True)) as peer:
+        result = await execute(_probe(f"https://127.0.0.1:{peer.port}/healthcheck"))
+    assert result.reason == FailureReason.TLS_HANDSHAKE_FAILED, result.detail
+    assert result.detail == "TLS handshake: the peer closed the connection during the handshake"
+    assert peer.requests[0].startswith(b"\x16\x03")  # it did get a ClientHello
+
+
+async def test_a_flood_of_interim_responses_is_a_bad_response() -> None:
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_INTERIM_RESPONSES + 1) + OK
+    result = await _fetch(Script(flood))
+    _bad(result, f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses, no final one")
+    exact = await _fetch(Script(b"HTTP/1.1 100 Continue\r\n\r\n" * MAX_INTERIM_RESPONSES + OK))
+    assert exact.success, exact.detail
+    assert exact.facts["interim_responses"] == MAX_INTERIM_RESPONSES
+
+
+async def test_a_proxy_flooding_interim_responses_is_a_bad_response() -> None:
+    flood = b"HTTP/1.1 100 Continue\r\n\r\n" * 2000
+    async with scripted(Script(flood, hold=True)) as proxy:
+        probe = _probe("https://vendor.test/", proxy={"url": f"http://127.0.0.1:{proxy.port}"})
+        result = await execute(probe)
+    _bad(result, "more than 10 interim (1xx) responses")
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+async def test_running_out_of_descriptors_is_local_resources_exhausted(
+    through_proxy: bool,
+) -> None:
+    # ulimit -n reached: socket() fails with EMFILE, this host's fault and not the path's (and
+    # not the proxy's: no proxy_connect_failed).
+    async with scripted(Script(OK)) as peer:
+        url = f"http://127.0.0.1:{peer.port}/healthcheck"
+        fields: dict[str, Any] = {"url": "https://vendor.test/"} if through_proxy else {}
+        if through_proxy:
+            fields["proxy"] = {"url": url}
+        probe = _probe(fields.pop("url", url), **fields)
+        with descriptors_exhausted():
+            result = await execute(probe)
+        assert peer.requests == []  # no connection could be made
+        after = await execute(probe)  # descriptors given back: the peer is reached again
+    assert result.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED, result.detail
+    assert f"127.0.0.1:{peer.port}: Too many open files" in result.detail
+    assert curl_code(result.reason) == 7
+    assert len(peer.requests) == 1, after.detail
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        (b"ftp://files.example/x", "is not an absolute http:// or https:// URL"),
+        (b"http://[::1", "Invalid IPv6 URL"),  # urljoin itself cannot parse it
+        (b"http://[fe80::1%25lo]:1/", "an IPv6 zone (%25...) in a URL is not supported"),
+        (b"http://127.0.0.1:99999/", "has an invalid port"),
+    ],
+)
+async def test_redirect_to_an_unusable_url(location: bytes, problem: str) -> None:
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location
     result = await _fetch(Script(moved), follow_redirects=2)
-    assert result.reason == FailureReason.HTTP_STATUS
+    assert result.reason == FailureReason.HTTP_STATUS, result.detail
     assert "redirect to an unusable URL" in result.detail
+    assert problem in result.detail
 
 
 @pytest.mark.parametrize(
@@ -155,11 +223,17 @@ async def test_redirect_to_an_unusable_url() -> None:
         ({"agent_budget": "3s"}, "agent_budget (3s) must not exceed timeout (2s)"),
         ({"also_system_resolver": True}, "also_system_resolver needs 'resolvers'"),
         ({"fallback_addresses": ["nowhere"]}, "'nowhere' is not an IP address"),
+        # urlsplit keeps RFC 6874's %25: the zone would name no interface (never decoded)
+        ({"url": "http://[fe80::1%25lo]:1/"}, "url\n  Value error, 'http://[fe80::1%25lo]"),
+        (
+            {"proxy": {"url": "http://[fe80::1%25eth0]:3128"}},
+            "proxy.url\n  Value error, 'http://[fe80::1%25eth0]:3128': an IPv6 zone (%25...)",
+        ),
     ],
 )
 def test_invalid_config_names_the_problem(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
-        _probe("http://127.0.0.1/", **fields)
+        _probe(fields.pop("url", "http://127.0.0.1/"), **fields)
 
 
 # -- answers that are not HTTP, or broken ---------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import trustme
-from scripted_servers import Script, scripted
+from scripted_servers import Script, descriptors_exhausted, scripted
 
 from exporter.probes import _resolution
 from exporter.probes.tcp import TcpProbe
@@ -51,6 +51,22 @@ async def test_every_address_must_answer() -> None:
         ("127.0.0.1", True),
     ]
     assert first.success, first.detail
+
+
+async def test_running_out_of_descriptors_is_local_resources_exhausted() -> None:
+    async with scripted(Script()) as server:
+        with descriptors_exhausted():
+            result = await execute(_probe(server.port))
+    assert result.reason == FailureReason.LOCAL_RESOURCES_EXHAUSTED, result.detail
+    assert "127.0.0.1: local_resources_exhausted (Too many open files)" in result.detail
+
+
+async def test_an_ipv6_zone_that_names_no_interface_is_network_unreachable() -> None:
+    # The socket layer's getaddrinfo refuses the literal (socket.gaierror): no route from here.
+    result = await execute(_probe(1, host="fe80::1%nosuchif"))
+    assert result.reason == FailureReason.NETWORK_UNREACHABLE, result.detail
+    if "Address family not supported" not in result.detail:  # a host without IPv6 says so
+        assert "IPv6 zone names no interface of this host" in result.detail
 
 
 @pytest.mark.parametrize("method", ["CONNECT", "GET"])
