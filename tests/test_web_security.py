@@ -559,6 +559,7 @@ async def test_handler_errors_keep_their_traceback(caplog: pytest.LogCaptureFixt
         async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
             async with session.get(server.make_url("/")) as response:
                 assert response.status == 500
+            assert server.port is not None
             status = await asyncio.to_thread(_raw, server.port, b"GET /\x01 HTTP/1.1\r\n\r\n")
             assert status.split()[1] == b"400"
     finally:
