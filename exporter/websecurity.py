@@ -174,6 +174,8 @@ class BasicAuthenticator:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, _checkpw, password, hashed
             )
+        except RuntimeError:  # the executor is shut down: the exporter is stopping
+            raise ChecksBusyError from None
         finally:
             self._pending -= 1
 
@@ -496,17 +498,31 @@ def listen(host: str | None, port: int, open_files: int) -> list[CappedListener]
     """Listening sockets for ``host`` (every interface when None) and ``port``.
 
     One per address ``host`` resolves to, as aiohttp's ``TCPSite`` binds; each closes
-    connections beyond :func:`connection_limit`. Raises OSError when one cannot be bound.
+    connections beyond :func:`connection_limit`. A family this host does not support (IPv6
+    disabled at boot) is skipped, as asyncio's ``create_server`` does. Raises OSError when an
+    address cannot be bound, or when no family is supported.
     """
     addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners = []
+    listeners: list[CappedListener] = []
+    unsupported: OSError | None = None
     try:
         for family, _, _, _, address in dict.fromkeys(addresses):
-            listeners.append(
-                CappedListener.wrap(_bound(family, address), connection_limit(open_files))
-            )
+            try:
+                sock = _bound(family, address)
+            except OSError as exc:
+                if exc.errno not in _NO_FAMILY:
+                    raise
+                unsupported = exc
+                continue
+            listeners.append(CappedListener.wrap(sock, connection_limit(open_files)))
     except OSError:
         for listener in listeners:
             listener.close()
         raise
+    if not listeners and unsupported is not None:
+        raise unsupported
     return listeners
+
+
+# socket() of a family the kernel does not offer (ipv6.disable=1): skip it.
+_NO_FAMILY = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})

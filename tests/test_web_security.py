@@ -7,6 +7,7 @@ trustme; Prometheus is Debian's.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import resource
@@ -26,7 +27,7 @@ from typing import Any
 import bcrypt
 import pytest
 import trustme
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.test_utils import TestServer
 from conftest import require
 
@@ -375,17 +376,26 @@ def test_wrong_passwords_cannot_refuse_a_verified_scraper(start) -> None:
 
 
 async def test_max_requests_answers_503_beyond_the_limit() -> None:
-    release = asyncio.Event()
+    release, all_held = asyncio.Event(), asyncio.Event()
+    arrived = 0
 
     async def held(_: web.Request) -> web.Response:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 3:
+            all_held.set()
         await release.wait()
         return web.Response(text="done\n")
 
     app = web.Application(middlewares=websecurity.middlewares(WebGuard(None, 3, False)))
     app.router.add_get("/", held)
-    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+    timeout = ClientTimeout(total=30)
+    async with (
+        TestServer(app, host="127.0.0.1") as server,
+        ClientSession(timeout=timeout) as session,
+    ):
         first = [asyncio.create_task(session.get(server.make_url("/"))) for _ in range(3)]
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(all_held.wait(), 30)  # every slot taken, whatever the load
         async with session.get(server.make_url("/")) as refused:
             assert (refused.status, refused.headers["Retry-After"]) == (503, "1")
         release.set()
@@ -615,3 +625,25 @@ async def test_tls_listener_uses_the_certificate_in_force_per_handshake(
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_a_family_the_host_lacks_is_skipped_when_listening(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A kernel booted with ipv6.disable=1 refuses AF_INET6 sockets: listen on IPv4 alone.
+    real = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    listeners = websecurity.listen(None, 0, 4096)
+    try:
+        assert [listener.family for listener in listeners] == [socket.AF_INET]
+    finally:
+        for listener in listeners:
+            listener.close()
+    with pytest.raises(OSError, match="not supported"):
+        websecurity.listen("::1", 0, 4096)

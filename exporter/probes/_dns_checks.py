@@ -27,7 +27,7 @@ import dns.rdtypes.ANY.TXT
 import regex
 
 from exporter.probes._dnscrypt import certificate_problem, parse_certificate, provider_key_bytes
-from exporter.probes.base import SlowPatternError, search
+from exporter.probes.base import MAX_MATCH_SECONDS, SlowPatternError, search
 from exporter.results import FailureReason, RunRecorder
 
 if TYPE_CHECKING:
@@ -117,9 +117,14 @@ def answer_problem(
 
 
 def _first_match(pattern: str, texts: list[str], recorder: RunRecorder) -> regex.Match[str] | None:
-    """The first answer's match of ``pattern``, each search bounded by the run's time left."""
+    """The first answer's match of ``pattern``; all the searches share one time limit.
+
+    The limit is the run's time left, capped at ``MAX_MATCH_SECONDS`` for the whole check, so
+    ten answers that each backtrack stall the loop once, not ten times.
+    """
+    deadline = time.monotonic() + min(recorder.remaining(), MAX_MATCH_SECONDS)
     for text in texts:
-        match = search(pattern, text, recorder.remaining())
+        match = search(pattern, text, deadline - time.monotonic())
         if match is not None:
             return match
     return None

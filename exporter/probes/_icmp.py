@@ -224,14 +224,19 @@ def _from_this_host(sock: socket.socket, error: IcmpError) -> bool:
 
 
 def is_local_address(address: str) -> bool:
-    """Whether ``address`` is one of this host's: it can be bound to (no packet is sent)."""
+    """Whether ``address`` is one of this host's: a datagram to it would leave from it.
+
+    A route lookup (``connect`` on a UDP socket sends nothing): the kernel picks a local
+    destination itself as the source. Unlike ``bind``, this holds with ``ip_nonlocal_bind``
+    set (hosts of floating addresses); any failure (no descriptor left) answers False.
+    """
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((address, 0))
-        except OSError:
-            return False
-    return True
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((address, 9))
+            return bool(sock.getsockname()[0] == address)
+    except OSError:
+        return False
 
 
 def parse_control_message(
