@@ -27,23 +27,33 @@ PROBE = DnsProbe.model_validate(
 )
 
 
-def test_the_first_result_is_published_within_a_second_not_an_interval() -> None:
+def _first_publication(
+    probes: list[DnsProbe], arrivals: list[tuple[float, str, FailureReason | None]]
+) -> tuple[float, list[Verdict]]:
+    """Run a tracker while results arrive (after each wait, a run of a probe); the first
+    non-empty publication and when it came (loop time)."""
     results: dict[str, ProbeResult] = {}
     published: list[tuple[float, list[Verdict]]] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         tracker = StateTracker(lambda: results, lambda v: published.append((loop.time(), v)))
-        tracker.apply([PROBE], consecutive=3)
-        await asyncio.sleep(2.5)  # the probe's first run comes in at 2.5 s
-        results[PROBE.name] = new_run(PROBE.name, None)
+        tracker.apply(probes, consecutive=3)
+        for wait, name, reason in arrivals:
+            await asyncio.sleep(wait)
+            results[name] = new_run(name, reason)
         await asyncio.sleep(1.0)
         await tracker.stop()
 
     run_virtual(main)
-    first = next((at, verdicts) for at, verdicts in published if verdicts)
-    assert 2.5 <= first[0] <= 3.5
-    assert [(v.metric, v.state) for v in first[1]] == [
+    return next((at, verdicts) for at, verdicts in published if verdicts)
+
+
+def test_the_first_result_is_published_within_a_second_not_an_interval() -> None:
+    # The probe's first run comes in at 2.5 s.
+    at, verdicts = _first_publication([PROBE], [(2.5, PROBE.name, None)])
+    assert 2.5 <= at <= 3.5
+    assert [(v.metric, v.state) for v in verdicts] == [
         ("dns_protection_state", "protected_encrypted")
     ]
 
@@ -95,21 +105,8 @@ def test_a_failing_rule_is_logged_once_and_does_not_stop_the_others(
 
 def test_no_state_is_published_until_every_member_has_run() -> None:
     other = PROBE.model_copy(update={"name": "v4b-53", "server": "208.67.220.220", "port": 53})
-    results: dict[str, ProbeResult] = {}
-    published: list[tuple[float, list[Verdict]]] = []
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        tracker = StateTracker(lambda: results, lambda v: published.append((loop.time(), v)))
-        tracker.apply([PROBE, other], consecutive=3)
-        await asyncio.sleep(0.5)
-        results[PROBE.name] = new_run(PROBE.name, FailureReason.TIMEOUT)
-        await asyncio.sleep(5.0)  # the other candidate runs later in the interval
-        results[other.name] = new_run(other.name, None)
-        await asyncio.sleep(1.0)
-        await tracker.stop()
-
-    run_virtual(main)
-    first = next((at, verdicts) for at, verdicts in published if verdicts)
-    assert 5.5 <= first[0] <= 6.5
-    assert [v.state for v in first[1]] == ["protected_unencrypted"]
+    # The other candidate runs later in the interval.
+    arrivals = [(0.5, PROBE.name, FailureReason.TIMEOUT), (5.0, other.name, None)]
+    at, verdicts = _first_publication([PROBE, other], arrivals)
+    assert 5.5 <= at <= 6.5
+    assert [v.state for v in verdicts] == ["protected_unencrypted"]
