@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import socket
@@ -148,6 +149,10 @@ def descriptors_exhausted() -> Iterator[None]:
     -n`` with every descriptor taken: the soft limit drops to just above the highest one open and
     the gaps below it are filled with ``/dev/null``. Everything is given back afterwards.
     """
+    # The cyclic collector could close an unreferenced socket of an earlier test in the middle of
+    # the block, freeing a descriptor: collect now and keep the collector off until the end.
+    gc.collect()
+    gc.disable()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     top = max(int(fd.name) for fd in Path("/proc/self/fd").iterdir())
     held: list[int] = []
@@ -156,8 +161,12 @@ def descriptors_exhausted() -> Iterator[None]:
         with contextlib.suppress(OSError):
             while len(held) <= top:
                 held.append(os.open(os.devnull, os.O_RDONLY))
+        with contextlib.suppress(OSError):
+            held.append(os.open(os.devnull, os.O_RDONLY))
+            raise AssertionError("a descriptor is still free: the block would not run out")
         yield
     finally:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        gc.enable()
