@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="a short campaign (~15 min), 1 repeat")
     run.add_argument("--reps", type=int, help="repeats (default: quick 1, full 3)")
     run.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=campaign.FIGURES,
+        help="measure only this figure (repeatable; default: all)",
+    )
+    run.add_argument(
         "--ours-bin",
         action="append",
         default=[],
@@ -94,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     plan = campaign.QUICK if args.quick else campaign.FULL
     if args.reps:
         plan = dataclasses.replace(plan, reps=args.reps)
+    if args.only:
+        plan = dataclasses.replace(plan, figures=tuple(args.only))
     if not args.no_setup:
         install_packages()
     stamp = time.strftime("%Y%m%d-%H%M%S")

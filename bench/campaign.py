@@ -47,6 +47,7 @@ class Plan:
     scraped_window_s: float
     scrapers: int = 50
     scraped_targets: int = 1000
+    figures: tuple[str, ...] = ()  # only these figures (``--only``); empty: every figure
 
 
 QUICK = Plan(
@@ -98,8 +99,15 @@ class Step:
         return "-".join(str(v) for v in self.params.values()) or "all"
 
 
+FIGURES = ("accuracy", "steady", "scraped", "saturate")
+
+
 def steps(plan: Plan) -> Iterator[Step]:
-    """The steps of one repeat, in order."""
+    """The steps of one repeat, in order; only those of ``plan.figures`` when it is set."""
+    return (step for step in _every_step(plan) if step.figure in (plan.figures or FIGURES))
+
+
+def _every_step(plan: Plan) -> Iterator[Step]:
     yield Step("accuracy", {})
     for n in plan.steady_targets:
         yield Step("steady", {"n": f"n{n}"})

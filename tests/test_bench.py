@@ -8,6 +8,7 @@ can rot silently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from scraping import scrape
 
-from bench import exposition, report
+from bench import campaign, exposition, kinds, report
 from exporter.collector import ResultStore
 from exporter.config import Config, StatesSettings
 from exporter.probes.tcp import TcpProbe
@@ -175,3 +176,15 @@ def test_parser_reads_the_old_and_the_new_metric_contract_alike():
 def test_parser_keeps_escaped_label_values_whole():
     scraped = exposition.parse('egress_probe_success{target="a\\"}b",probe="p"} 1\n')
     assert scraped.per_probe(exposition.SUCCESS) == {"p": 1.0}
+
+
+def test_only_keeps_the_named_figures_in_campaign_order() -> None:
+    plan = dataclasses.replace(campaign.QUICK, figures=("saturate", "steady"))
+    picked = [(step.figure, step.tag) for step in campaign.steps(plan)]
+    assert picked == [
+        ("steady", "n100"),
+        ("steady", "n1000"),
+        ("steady", "n5000"),
+        *(("saturate", kind) for kind in kinds.MIX),
+    ]
+    assert {step.figure for step in campaign.steps(campaign.QUICK)} == set(campaign.FIGURES)
