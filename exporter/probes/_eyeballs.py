@@ -63,6 +63,8 @@ async def race(
     what running out of time inside its ``connect`` phase means). When every address failed,
     raises a ProbeError with the first failure's reason, naming each address.
     """
+    if len(addresses) == 1:  # no race: connect in this task, without a task and a wait
+        return await _alone(recorder, addresses[0], port, timeout_reason, waiting_for)
     order = interleave(addresses)
     clock = asyncio.get_running_loop().time
     running: list[_Attempt] = []
@@ -88,6 +90,24 @@ async def race(
     finally:
         await _stop(running)  # the run was cut short: the runner times the rest out
     raise _all_failed(failed, port)
+
+
+async def _alone(
+    recorder: RunRecorder,
+    address: str,
+    port: int,
+    timeout_reason: FailureReason,
+    waiting_for: str,
+) -> tuple[socket.socket, str]:
+    """``race`` of one address: the same endpoint, verdict and error as an attempt's."""
+    endpoint = recorder.endpoint(address)
+    try:
+        sock = await _connect(endpoint, port, timeout_reason=timeout_reason, waiting=waiting_for)
+    except Exception as error:  # noqa: BLE001 - recorded as the attempt's failure, as in _settle
+        endpoint.fail(*reason_for(error))
+        raise _all_failed([endpoint], port) from None
+    endpoint.succeed("connected")
+    return sock, address
 
 
 async def _connect(

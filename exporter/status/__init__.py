@@ -114,7 +114,8 @@ class StateTracker:
 
     def apply(self, probes: Sequence[ProbeConfig], consecutive: int) -> None:
         """Derive from ``probes`` from now on, changing a state after ``consecutive`` verdicts."""
-        self._probes = probes
+        # Only members are evaluated: a round costs what the states need, not the probe count.
+        self._probes = [probe for probe in probes if probe.counts_towards is not None]
         self._hysteresis.consecutive = consecutive
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="states")
