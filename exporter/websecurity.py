@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import json
 import logging
@@ -117,7 +118,8 @@ class BasicAuthenticator:
     which users exist, and results are cached (by a SHA-256 of user, hash and password, never
     the password itself) so a scrape every few seconds costs one bcrypt, not one per scrape.
     Matches and mismatches are cached apart, so a flood of wrong passwords cannot evict the
-    credentials of the scrapers, and at most :data:`MAX_PENDING_CHECKS` uncached checks wait.
+    credentials of the scrapers, and at most :data:`MAX_PENDING_CHECKS` uncached checks wait;
+    requests with the same credentials at once share one check.
     """
 
     def __init__(self) -> None:
@@ -128,6 +130,7 @@ class BasicAuthenticator:
             False: OrderedDict(),
         }
         self._pending = 0
+        self._in_flight: dict[bytes, asyncio.Task[bool]] = {}  # key -> its one bcrypt check
 
     def close(self) -> None:
         """Drop the checks still queued, so they do not delay the exit."""
@@ -152,12 +155,35 @@ class BasicAuthenticator:
         key = sha256(json.dumps([credentials.login, checked, credentials.password]).encode())
         matched = self._cached(key.digest())
         if matched is None:
-            matched = await self._check(credentials.password.encode(), checked.encode())
-            cache = self._caches[matched]
-            cache[key.digest()] = None
-            if len(cache) > _AUTH_CACHE_SIZE:
-                cache.popitem(last=False)
+            matched = await self._shared(key.digest(), credentials.password, checked)
         return matched and hashed is not None
+
+    async def _shared(self, key: bytes, password: str, hashed: str) -> bool:
+        """The answer of the one check of ``key`` in flight, started if there is none.
+
+        Scrapers sending the same credentials at once (after a restart) cost one bcrypt and one
+        pending slot between them. The check runs apart from its callers, so a caller that
+        goes away does not cancel it for the others, and its result is cached either way.
+        """
+        check = self._in_flight.get(key)
+        if check is None:
+            check = asyncio.create_task(self._check_and_cache(key, password, hashed))
+            self._in_flight[key] = check
+            check.add_done_callback(functools.partial(self._finished, key))
+        return await asyncio.shield(check)
+
+    def _finished(self, key: bytes, check: asyncio.Task[bool]) -> None:
+        del self._in_flight[key]
+        if not check.cancelled():
+            check.exception()  # every caller may have gone: the error is theirs, not the loop's
+
+    async def _check_and_cache(self, key: bytes, password: str, hashed: str) -> bool:
+        matched = await self._check(password.encode(), hashed.encode())
+        cache = self._caches[matched]
+        cache[key] = None
+        if len(cache) > _AUTH_CACHE_SIZE:
+            cache.popitem(last=False)
+        return matched
 
     def _cached(self, key: bytes) -> bool | None:
         for matched, cache in self._caches.items():

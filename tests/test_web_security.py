@@ -424,6 +424,71 @@ def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
     assert len(checked) == 2  # the second success came from the cache
 
 
+def _spied_checks(monkeypatch) -> list[bytes]:
+    """The passwords bcrypt checks from now on (the real check runs)."""
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(password)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    return checked
+
+
+async def _verify_at_once(headers: list[str], users: dict[str, str]) -> list[object]:
+    authenticator = websecurity.BasicAuthenticator()
+    try:
+        calls = [authenticator.verify(users, header) for header in headers]
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        authenticator.close()
+
+
+def test_scrapers_with_the_same_credentials_at_once_share_one_check(monkeypatch) -> None:
+    """After a restart every scraper arrives uncached: one bcrypt answers them all, none 503."""
+    checked = _spied_checks(monkeypatch)
+    users = {"alice": bcrypt.hashpw(b"secret", bcrypt.gensalt(8)).decode()}
+    scrapers = websecurity.MAX_PENDING_CHECKS * 3
+    header = basic("alice", "secret")["Authorization"]
+    assert asyncio.run(_verify_at_once([header] * scrapers, users)) == [True] * scrapers
+    assert checked == [b"secret"]
+
+
+def test_a_scraper_that_goes_away_does_not_cancel_the_shared_check(monkeypatch) -> None:
+    checked = _spied_checks(monkeypatch)
+    users = {"alice": bcrypt.hashpw(b"secret", bcrypt.gensalt(8)).decode()}
+    header = basic("alice", "secret")["Authorization"]
+
+    async def main() -> bool:
+        authenticator = websecurity.BasicAuthenticator()
+        try:
+            gone = asyncio.create_task(authenticator.verify(users, header))
+            stays = asyncio.create_task(authenticator.verify(users, header))
+            await asyncio.sleep(0)  # both wait for the one check
+            gone.cancel()
+            answer = await stays
+            assert await authenticator.verify(users, header)  # cached: no second check
+            return answer
+        finally:
+            authenticator.close()
+
+    assert asyncio.run(main()) is True
+    assert checked == [b"secret"]
+
+
+def test_distinct_uncached_checks_beyond_the_pending_bound_are_busy(monkeypatch) -> None:
+    checked = _spied_checks(monkeypatch)
+    users = {"alice": bcrypt.hashpw(b"secret", bcrypt.gensalt(8)).decode()}
+    guesses = [basic("alice", f"guess-{i}")["Authorization"] for i in range(12)]
+    answers = asyncio.run(_verify_at_once(guesses, users))
+    bound = websecurity.MAX_PENDING_CHECKS
+    assert answers[:bound] == [False] * bound
+    assert all(isinstance(a, websecurity.ChecksBusyError) for a in answers[bound:])
+    assert len(checked) == bound
+
+
 def test_request_head_and_body_limits(start, tmp_path: Path, curl) -> None:
     exporter = start(None, "--web.enable-lifecycle")
     assert _curl(exporter.url + "/metrics", "-H", "X-Big: " + "a" * 9000)[1] == "400"
