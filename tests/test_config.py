@@ -9,7 +9,7 @@ import pytest
 
 from exporter.config import ConfigError, builtin_config, load_config
 from exporter.probes._net import client_tls_context
-from exporter.probes.base import SecretRef, parse_duration
+from exporter.probes.base import SecretRef, check_host, parse_duration
 from exporter.probes.tcp import TcpProbe
 
 DATA = Path(__file__).parent / "data"
@@ -147,3 +147,36 @@ def test_the_same_tls_settings_loaded_twice_compare_equal(tmp_path: Path) -> Non
     first = load_config(path).probe("t")
     client_tls_context.cache_clear()
     assert load_config(path).probe("t") == first
+
+
+@pytest.mark.parametrize(
+    ("host", "agents_address"),
+    [
+        ("127.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("010.0.0.1", "8.0.0.1"),
+        ("192.0.2.1.", "192.0.2.1"),
+    ],
+)
+def test_a_legacy_ipv4_form_names_the_address_the_agents_use(
+    host: str, agents_address: str
+) -> None:
+    with pytest.raises(
+        ValueError, match=f"read it as {agents_address}, .* write {agents_address}$"
+    ):
+        check_host(host)
+
+
+@pytest.mark.parametrize("host", ["fsapi.123", "a.0x", "1.2.3.256"])
+def test_a_name_that_ends_in_a_number_is_refused(host: str) -> None:
+    with pytest.raises(ValueError, match="ends in a number"):
+        check_host(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["192.0.2.1", "2001:db8::1", "fe80::1%eth0", "fsapi.com", "1x.example", "a.1x", "0x.example"],
+)
+def test_names_and_addresses_that_end_in_no_number_are_kept(host: str) -> None:
+    assert check_host(host) == host

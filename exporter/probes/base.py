@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -55,6 +56,7 @@ _MAX_DURATION_CHARS = 32
 # Host name limits (RFC 1035 section 2.3.4): 253 characters in text form, 63 per label.
 _MAX_HOST_NAME = 253
 # An underscore is not IDNA, but Windows DNS allows it in host names and resolvers answer them.
+_NUMBER_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")  # WHATWG URL Standard, section 3.5
 _UNDERSCORE_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 # What may stay as it is in a request target (RFC 3986 section 2: unreserved, sub-delims, ":",
 # "@", "/", "?" and "%" of an existing escape); everything else is percent-encoded as UTF-8.
@@ -162,9 +164,40 @@ def _a_label(label: str) -> str:
 
 
 def check_host(host: str) -> str:
-    """A host name or IP address that can go on the wire (see :func:`ascii_host`)."""
+    """A host name or IP address that can go on the wire (see :func:`ascii_host`).
+
+    A name that ends in a number is refused (see :func:`_refuse_numeric_name`).
+    """
+    if not is_ip(host):
+        _refuse_numeric_name(host)
     ascii_host(host)
     return host
+
+
+def _refuse_numeric_name(host: str) -> None:
+    """Raise ValueError when ``host`` ends in a number: it is not a name anyone resolves.
+
+    The WHATWG URL Standard's "ends in a number checker" (section 3.5) makes URL parsers, curl
+    among them, read such a host as an IPv4 address in a legacy form (octal ``0177.0.0.1``,
+    hexadecimal ``0x7f.1``, fewer than four parts ``127.1``) as ``inet_aton`` does, while a
+    resolver would look it up as a name (no top-level domain is all-numeric: RFC 3696 section
+    2). The probe would test another address than the agents, so the error names theirs.
+    """
+    name = host.removesuffix(".")
+    if _NUMBER_LABEL.fullmatch(name.rpartition(".")[2]) is None:
+        return
+    try:
+        address = socket.inet_ntoa(socket.inet_aton(name))
+    except OSError:
+        raise ValueError(
+            f"'{host}' ends in a number, so URL parsers (curl, browsers) read it as an IPv4 "
+            "address, and it is not one"
+        ) from None
+    raise ValueError(
+        f"'{host}' is an IPv4 address in a legacy form (octal, hexadecimal or fewer than four "
+        f"parts): curl and the agents read it as {address}, a resolver as a name; "
+        f"write {address}"
+    )
 
 
 def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:
