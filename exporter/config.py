@@ -21,6 +21,7 @@ from exporter.bounded_yaml import BoundedLoader, yaml_problem
 from exporter.files import FileError, read_bounded
 from exporter.probes import KINDS
 from exporter.probes.base import (
+    Integer,
     Interval,
     ProbeConfig,
     StrictModel,
@@ -84,7 +85,7 @@ class Defaults(StrictModel):
 class StatesSettings(StrictModel):
     """How derived protection states are decided."""
 
-    consecutive: Annotated[int, Field(ge=1, le=100)] = 3
+    consecutive: Annotated[Integer, Field(ge=1, le=100)] = 3
 
 
 class PresetRef(StrictModel):

@@ -43,7 +43,7 @@ from exporter.config import (
     read_yaml,
     validation_issues,
 )
-from exporter.probes.base import StrictModel, parse_duration
+from exporter.probes.base import Integer, StrictModel, parse_duration
 from exporter.webtls import (
     CIPHER_SUITES,
     CLIENT_AUTH,
@@ -267,7 +267,7 @@ class RateLimit(StrictModel):
     """``rate_limit``: a token bucket over all requests; ``interval: 0`` (default) disables it."""
 
     interval: Annotated[float, BeforeValidator(_rate_interval)] = 0.0
-    burst: Annotated[int, Field(ge=0)] = 0
+    burst: Annotated[Integer, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _burst_with_interval(self) -> RateLimit:

@@ -104,6 +104,19 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
+def _not_a_boolean(value: object) -> object:
+    """Refuse a YAML boolean where a number belongs (pydantic's lax mode would take it as 0 or 1).
+
+    YAML 1.1, which PyYAML reads, makes ``yes``, ``no``, ``on`` and ``off`` booleans too.
+    """
+    if isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 - pydantic turns only ValueError into a problem
+            f"{str(value).lower()} is a boolean, not a number (YAML reads true, false, yes, no, "
+            "on and off as booleans)"
+        )
+    return value
+
+
 def _check_port(port: int) -> int:
     if not 1 <= port <= 65535:
         raise ValueError("must be between 1 and 65535")
@@ -287,7 +300,8 @@ HostName = Annotated[str, Field(min_length=1), AfterValidator(check_host)]
 HttpUrl = Annotated[str, AfterValidator(check_url)]
 ProxyUrl = Annotated[str, AfterValidator(partial(check_url, schemes=("http",)))]
 Regex = Annotated[str, AfterValidator(_check_regex)]
-Port = Annotated[int, AfterValidator(_check_port)]
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Port = Annotated[Integer, AfterValidator(_check_port)]
 IPAddress = Annotated[str, AfterValidator(_check_ip)]
 Family = Literal["any", "ipv4", "ipv6"]
 
@@ -372,7 +386,7 @@ class TraceSettings(StrictModel):
     """
 
     enabled: bool = False
-    max_hops: Annotated[int, Field(ge=1, le=64)] = 30
+    max_hops: Annotated[Integer, Field(ge=1, le=64)] = 30
     min_interval: Interval = 600.0
 
 

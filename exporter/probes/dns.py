@@ -60,6 +60,7 @@ from exporter.probes._dns_transport import (
 from exporter.probes._dnscrypt import provider_key_bytes
 from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
+    Integer,
     IPAddress,
     Port,
     ProbeConfig,
@@ -119,7 +120,7 @@ class DnsQuery(StrictModel):
 class Edns(StrictModel):
     """EDNS(0) on the query."""
 
-    payload: Annotated[int, Field(ge=512, le=65535)] = 1232
+    payload: Annotated[Integer, Field(ge=512, le=65535)] = 1232
     dnssec_ok: bool = False
 
 
@@ -127,7 +128,7 @@ class DnsExpect(StrictModel):
     """What a good answer looks like; any answer is checked against all that are given."""
 
     rcodes: list[Rcode] = Field(default_factory=lambda: ["NOERROR"], min_length=1)
-    min_answers: Annotated[int, Field(ge=0)] = 0
+    min_answers: Annotated[Integer, Field(ge=0)] = 0
     answer_regex: Regex | None = None
     txt_prefix: str | None = None
 

@@ -46,6 +46,7 @@ from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
     Duration,
     HttpUrl,
+    Integer,
     ProbeConfig,
     ProbeKind,
     Regex,
@@ -68,7 +69,7 @@ _SHOWN_BODY_CHARS = 60
 class Expectations(StrictModel):
     """What a healthy answer looks like."""
 
-    status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    status: list[Integer] = Field(default_factory=lambda: [200], min_length=1)
     body: str | None = None
     body_regex: Regex | None = None
 
@@ -105,8 +106,8 @@ class HttpProbe(ProbeConfig, _resolution.Resolution):
     proxy: ProxySettings | None = None
     expect: Expectations = Field(default_factory=Expectations)
     tls: TlsOptions = Field(default_factory=TlsOptions)
-    follow_redirects: int = Field(default=0, ge=0, le=10)
-    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1, le=16 * 1024 * 1024)
+    follow_redirects: Integer = Field(default=0, ge=0, le=10)
+    max_body_bytes: Integer = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1, le=16 * 1024 * 1024)
     agent_budget: Duration | None = None
 
     @field_validator("agent_budget")

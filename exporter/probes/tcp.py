@@ -25,6 +25,7 @@ from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
     HostName,
     HttpUrl,
+    Integer,
     IPAddress,
     Port,
     ProbeConfig,
@@ -51,7 +52,7 @@ class ProxyCheck(StrictModel):
     method: Literal["CONNECT", "GET"] = "CONNECT"
     url: HttpUrl = "http://www.msftconnecttest.com/connecttest.txt"
     # An unauthenticated client gets 401 or 407 from the vendor's proxy: still reachable.
-    reachable_statuses: list[int] = Field(default_factory=lambda: [200, 401, 403, 407])
+    reachable_statuses: list[Integer] = Field(default_factory=lambda: [200, 401, 403, 407])
 
     @property
     def target(self) -> str:
