@@ -56,7 +56,8 @@ _MAX_DURATION_CHARS = 32
 # Host name limits (RFC 1035 section 2.3.4): 253 characters in text form, 63 per label.
 _MAX_HOST_NAME = 253
 # An underscore is not IDNA, but Windows DNS allows it in host names and resolvers answer them.
-_NUMBER_LABEL = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")  # WHATWG URL Standard, section 3.5
+_NUMBER = r"(?:0[xX][0-9A-Fa-f]*|[0-9]+)"  # a part of an IPv4 address (WHATWG URL, 3.5)
+_LEGACY_IPV4 = re.compile(rf"(?:{_NUMBER}\.){{0,3}}{_NUMBER}")
 _UNDERSCORE_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 # What may stay as it is in a request target (RFC 3986 section 2: unreserved, sub-delims, ":",
 # "@", "/", "?" and "%" of an existing escape); everything else is percent-encoded as UTF-8.
@@ -179,38 +180,36 @@ def _a_label(label: str) -> str:
 def check_host(host: str) -> str:
     """A host name or IP address that can go on the wire (see :func:`ascii_host`).
 
-    A name that ends in a number is refused (see :func:`_refuse_numeric_name`).
+    An IPv4 address in a legacy form (see :func:`legacy_ipv4`) is refused, naming the address
+    the agents would use.
     """
-    if not is_ip(host):
-        _refuse_numeric_name(host)
-    ascii_host(host)
+    address = None if is_ip(host) else legacy_ipv4(ascii_host(host))
+    if address is not None:
+        raise ValueError(
+            f"'{host}' is an IPv4 address in a legacy form: curl and the agents connect to "
+            f"{address}, while a resolver would look it up as a name; write {address}"
+        )
     return host
 
 
-def _refuse_numeric_name(host: str) -> None:
-    """Raise ValueError when ``host`` ends in a number: it is not a name anyone resolves.
+def legacy_ipv4(host: str) -> str | None:
+    """The dotted quad of ``host`` when it is an IPv4 address in a legacy form, else None.
 
-    The WHATWG URL Standard's "ends in a number checker" (section 3.5) makes URL parsers, curl
-    among them, read such a host as an IPv4 address in a legacy form (octal ``0177.0.0.1``,
-    hexadecimal ``0x7f.1``, fewer than four parts ``127.1``) as ``inet_aton`` does, while a
-    resolver would look it up as a name (no top-level domain is all-numeric: RFC 3696 section
-    2). The probe would test another address than the agents, so the error names theirs.
+    Legacy forms are octal (``0177.0.0.1``), hexadecimal (``0x7f.1``), fewer than four parts
+    (``127.1``), one number (``2130706433``) or a trailing dot (``192.0.2.1.``). curl's URL
+    parser, as browsers' (WHATWG URL Standard, section 3.5, "IPv4 parser"), reads them as
+    ``inet_aton`` does, while c-ares looks them up as names. ``host`` is in its wire form
+    (:func:`ascii_host`), so full-width digits and dots are folded already. A host whose labels
+    are not all numbers, or that ``inet_aton`` refuses (``1.2.3.256``), is a name for curl too:
+    None.
     """
     name = host.removesuffix(".")
-    if _NUMBER_LABEL.fullmatch(name.rpartition(".")[2]) is None:
-        return
+    if _LEGACY_IPV4.fullmatch(name) is None:
+        return None
     try:
-        address = socket.inet_ntoa(socket.inet_aton(name))
+        return socket.inet_ntoa(socket.inet_aton(name))
     except OSError:
-        raise ValueError(
-            f"'{host}' ends in a number, so URL parsers (curl, browsers) read it as an IPv4 "
-            "address, and it is not one"
-        ) from None
-    raise ValueError(
-        f"'{host}' is an IPv4 address in a legacy form (octal, hexadecimal or fewer than four "
-        f"parts): curl and the agents read it as {address}, a resolver as a name; "
-        f"write {address}"
-    )
+        return None
 
 
 def check_url(url: str, schemes: Collection[str] = ("http", "https")) -> str:

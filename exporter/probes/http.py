@@ -55,6 +55,7 @@ from exporter.probes.base import (
     ascii_url,
     check_url,
     is_ip,
+    legacy_ipv4,
     search,
 )
 from exporter.results import FailureReason, ProbeError, RunRecorder
@@ -355,15 +356,27 @@ class _Attempt:
 def _redirect_target(url: str, location: str) -> str:
     """Where a redirect leads; the peer wrote it, so an unusable one fails the check.
 
-    Unusable is anything :func:`check_url` refuses, and a Location ``urljoin`` cannot even
-    parse (``http://[::1``, an unclosed IPv6 bracket).
+    A host in a legacy IPv4 form (``http://127.1/``) is followed to its dotted quad, as curl
+    does (:func:`legacy_ipv4`). Unusable is anything else :func:`check_url` refuses, and a
+    Location ``urljoin`` cannot even parse (``http://[::1``, an unclosed IPv6 bracket).
     """
     try:
-        return ascii_url(check_url(urljoin(url, location)))
+        return ascii_url(check_url(_dotted(urljoin(url, location))))
     except ValueError as exc:
         raise ProbeError(
             FailureReason.HTTP_STATUS, f"redirect to an unusable URL: {exc}"
         ) from None
+
+
+def _dotted(url: str) -> str:
+    """``url`` with a host in a legacy IPv4 form written as its dotted quad; else as it is."""
+    parts = urlsplit(url)
+    address = legacy_ipv4(parts.hostname or "")
+    if address is None:
+        return url
+    userinfo, at, host_port = parts.netloc.rpartition("@")  # check_url refuses userinfo later
+    _, colon, port = host_port.partition(":")  # a legacy IPv4 host holds no ':'
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{address}{colon}{port}"))
 
 
 KIND = ProbeKind(

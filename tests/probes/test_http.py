@@ -112,6 +112,18 @@ async def test_redirect_is_followed_through_its_location() -> None:
     assert len(result.endpoints) == 2  # one connection per hop
 
 
+@pytest.mark.parametrize("host", ["127.1", "0X7F.0.0.1", "2130706433"])
+async def test_a_redirect_to_a_legacy_ipv4_host_is_followed_to_its_address(host: str) -> None:
+    """curl follows ``Location: http://127.1/`` to 127.0.0.1; c-ares would look "127.1" up."""
+    async with scripted(Script(OK)) as target:
+        location = f"http://{host}:{target.port}/healthcheck"
+        moved = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+        result = await _fetch(Script(moved.encode()), follow_redirects=1)
+    assert result.success, result.detail
+    assert [e.address for e in result.endpoints][-1] == "127.0.0.1"
+    assert len(target.requests) == 1
+
+
 async def test_unchecked_endless_body_stops_at_the_cap() -> None:
     endless = b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 5000
     result = await _fetch(Script(endless, hold=True), expect={}, max_body_bytes=1000)
