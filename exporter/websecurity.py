@@ -167,6 +167,9 @@ class BasicAuthenticator:
         """
         check = self._in_flight.get(key)
         if check is None:
+            if self._pending >= MAX_PENDING_CHECKS:
+                raise ChecksBusyError
+            self._pending += 1  # given back when the check is done, however it ends
             check = asyncio.create_task(self._check_and_cache(key, password, hashed))
             self._in_flight[key] = check
             check.add_done_callback(functools.partial(self._finished, key))
@@ -174,11 +177,18 @@ class BasicAuthenticator:
 
     def _finished(self, key: bytes, check: asyncio.Task[bool]) -> None:
         del self._in_flight[key]
+        self._pending -= 1
         if not check.cancelled():
             check.exception()  # every caller may have gone: the error is theirs, not the loop's
 
     async def _check_and_cache(self, key: bytes, password: str, hashed: str) -> bool:
-        matched = await self._check(password.encode(), hashed.encode())
+        loop = asyncio.get_running_loop()
+        try:
+            matched = await loop.run_in_executor(
+                self._executor, _checkpw, password.encode(), hashed.encode()
+            )
+        except RuntimeError:  # the executor is shut down: the exporter is stopping
+            raise ChecksBusyError from None
         cache = self._caches[matched]
         cache[key] = None
         if len(cache) > _AUTH_CACHE_SIZE:
@@ -191,19 +201,6 @@ class BasicAuthenticator:
                 cache.move_to_end(key)
                 return matched
         return None
-
-    async def _check(self, password: bytes, hashed: bytes) -> bool:
-        if self._pending >= MAX_PENDING_CHECKS:
-            raise ChecksBusyError
-        self._pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, _checkpw, password, hashed
-            )
-        except RuntimeError:  # the executor is shut down: the exporter is stopping
-            raise ChecksBusyError from None
-        finally:
-            self._pending -= 1
 
 
 def _peer_sans(request: web.Request) -> set[str]:

@@ -481,9 +481,9 @@ def test_a_scraper_that_goes_away_does_not_cancel_the_shared_check(monkeypatch) 
 def test_distinct_uncached_checks_beyond_the_pending_bound_are_busy(monkeypatch) -> None:
     checked = _spied_checks(monkeypatch)
     users = {"alice": bcrypt.hashpw(b"secret", bcrypt.gensalt(8)).decode()}
-    guesses = [basic("alice", f"guess-{i}")["Authorization"] for i in range(12)]
-    answers = asyncio.run(_verify_at_once(guesses, users))
     bound = websecurity.MAX_PENDING_CHECKS
+    guesses = [basic("alice", f"guess-{i}")["Authorization"] for i in range(bound + 4)]
+    answers = asyncio.run(_verify_at_once(guesses, users))
     assert answers[:bound] == [False] * bound
     assert all(isinstance(a, websecurity.ChecksBusyError) for a in answers[bound:])
     assert len(checked) == bound
