@@ -151,13 +151,14 @@ def descriptors_exhausted() -> Iterator[None]:
     """
     # The cyclic collector could close an unreferenced socket of an earlier test in the middle of
     # the block, freeing a descriptor: collect now and keep the collector off until the end.
+    collecting = gc.isenabled()
     gc.collect()
-    gc.disable()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    top = max(int(fd.name) for fd in Path("/proc/self/fd").iterdir())
     held: list[int] = []
-    resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
     try:
+        gc.disable()
+        top = max(int(fd.name) for fd in Path("/proc/self/fd").iterdir())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, hard))
         with contextlib.suppress(OSError):
             while len(held) <= top:
                 held.append(os.open(os.devnull, os.O_RDONLY))
@@ -169,4 +170,5 @@ def descriptors_exhausted() -> Iterator[None]:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        gc.enable()
+        if collecting:
+            gc.enable()
