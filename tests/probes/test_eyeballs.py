@@ -276,3 +276,59 @@ def test_every_attempt_failing_names_each(monkeypatch: pytest.MonkeyPatch) -> No
         "all 2 addresses failed: 192.0.2.1:443 connection_refused (Connection refused); "
         "192.0.2.2:443 network_unreachable (No route to host)"
     )
+
+
+# -- one address: no race, the same verdicts -------------------------------------------------
+
+
+def test_one_address_connects_in_the_callers_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def connect(address: str, port: int) -> socket.socket:
+        del address, port
+        tasks.append(asyncio.current_task())
+        return socket.socket()
+
+    monkeypatch.setattr(_net, "tcp_connect", connect)
+    recorder = RunRecorder()
+
+    async def main() -> bool:
+        sock, address = await _eyeballs.race(recorder, ["192.0.2.1"], 443)
+        sock.close()
+        return address == "192.0.2.1" and tasks == [asyncio.current_task()]
+
+    assert run_virtual(main)
+    [won] = recorder.endpoints()
+    assert (won.address, won.success, won.detail) == ("192.0.2.1", True, "connected")
+
+
+def test_one_refused_address_fails_as_an_attempt_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = ConnectionRefusedError(111, "Connection refused")
+    with pytest.raises(ProbeError) as failure:
+        _race(monkeypatch, {"192.0.2.1": refused})
+    assert failure.value.reason == FailureReason.CONNECTION_REFUSED
+    assert failure.value.detail == "192.0.2.1:443: Connection refused"
+
+
+def test_one_silent_address_times_out_with_the_callers_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's deadline ends the connect: the phase's own reason, not a bare timeout."""
+    monkeypatch.setattr(_net, "tcp_connect", ScriptedConnect({"192.0.2.1": NEVER}))
+    recorder = RunRecorder()
+
+    async def main() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await _eyeballs.race(
+                    recorder,
+                    ["192.0.2.1"],
+                    3128,
+                    timeout_reason=FailureReason.PROXY_CONNECT_FAILED,
+                    waiting_for="waiting for proxy 192.0.2.1:3128",
+                )
+
+    run_virtual(main)
+    [silent] = recorder.endpoints(1.0)  # as the runner asks at its deadline
+    assert (silent.address, silent.reason) == ("192.0.2.1", FailureReason.PROXY_CONNECT_FAILED)
+    assert silent.detail == "timed out after 1000 ms waiting for proxy 192.0.2.1:3128"
