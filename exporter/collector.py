@@ -377,9 +377,10 @@ class ResultStore:
             self.states = states
             self.generation += 1
 
-    def latest(self) -> dict[str, ProbeResult]:
-        """The last result of every probe that has run."""
-        return {name: r.last for name, r in self.records.items() if r.last is not None}
+    def latest(self, names: Iterable[str]) -> dict[str, ProbeResult]:
+        """The last result of each probe of ``names`` that has run."""
+        records = ((name, self.records.get(name)) for name in names)
+        return {name: r.last for name, r in records if r is not None and r.last is not None}
 
 
 def state_sets(verdicts: Sequence[Verdict]) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import logging
 import pkgutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from exporter.probes.base import ProbeConfig
 from exporter.results import ProbeResult
@@ -93,7 +93,7 @@ def evaluate(probes: Sequence[ProbeConfig], results: Mapping[str, ProbeResult]) 
 class StateTracker:
     """Publishes the derived states: evaluates the rules every second, through the hysteresis.
 
-    ``latest`` gives the latest result of every probe, ``publish`` receives the states to
+    ``latest`` gives the latest result of each named probe, ``publish`` receives the states to
     export. A rule that raises publishes no state this round (its states disappear rather than
     go stale) and is retried the next; the other rules go on. Its error is logged when it first
     appears or changes, and its recovery once, not every second.
@@ -101,7 +101,7 @@ class StateTracker:
 
     def __init__(
         self,
-        latest: Callable[[], Mapping[str, ProbeResult]],
+        latest: Callable[[Iterable[str]], Mapping[str, ProbeResult]],
         publish: Callable[[list[Verdict]], None],
     ) -> None:
         """Nothing is derived until :meth:`apply`."""
@@ -114,7 +114,8 @@ class StateTracker:
 
     def apply(self, probes: Sequence[ProbeConfig], consecutive: int) -> None:
         """Derive from ``probes`` from now on, changing a state after ``consecutive`` verdicts."""
-        # Only members are evaluated: a round costs what the states need, not the probe count.
+        # Only members are evaluated and looked up: a round costs what the states need, not
+        # the probe count.
         self._probes = [probe for probe in probes if probe.counts_towards is not None]
         self._hysteresis.consecutive = consecutive
         if self._task is None:
@@ -122,7 +123,7 @@ class StateTracker:
 
     def update(self) -> None:
         """One round: evaluate every rule and publish through the hysteresis."""
-        latest = dict(self._latest())
+        latest = dict(self._latest(probe.name for probe in self._probes))
         verdicts: list[Verdict] = []
         for rule in RULES:
             try:

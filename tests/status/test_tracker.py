@@ -37,7 +37,10 @@ def _first_publication(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        tracker = StateTracker(lambda: results, lambda v: published.append((loop.time(), v)))
+        tracker = StateTracker(
+            lambda names: {n: results[n] for n in names if n in results},
+            lambda v: published.append((loop.time(), v)),
+        )
         tracker.apply(probes, consecutive=3)
         for wait, name, reason in arrivals:
             await asyncio.sleep(wait)
@@ -82,7 +85,9 @@ def test_a_failing_rule_is_logged_once_and_does_not_stop_the_others(
     published: list[list[Verdict]] = []
 
     async def main() -> None:
-        tracker = StateTracker(lambda: results, published.append)
+        tracker = StateTracker(
+            lambda names: {n: results[n] for n in names if n in results}, published.append
+        )
         tracker.apply([PROBE], consecutive=3)
         await asyncio.sleep(4.5)  # five rounds with the broken rule
         broken.broken = False
