@@ -21,6 +21,7 @@ from exporter.bounded_yaml import BoundedLoader, yaml_problem
 from exporter.files import FileError, read_bounded
 from exporter.probes import KINDS
 from exporter.probes.base import (
+    Boolean,
     Integer,
     Interval,
     ProbeConfig,
@@ -104,7 +105,7 @@ class ConfigFile(StrictModel):
     probes: list[dict[str, Any]] = Field(default_factory=list)
     # A config that probes nothing is a mistake (an empty file, a template that rendered no
     # probes) unless the user says it is meant.
-    allow_empty: bool = False
+    allow_empty: Boolean = False
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from exporter.config import (
     read_yaml,
     validation_issues,
 )
-from exporter.probes.base import Integer, StrictModel, parse_duration
+from exporter.probes.base import Boolean, Integer, StrictModel, parse_duration, refuse_boolean
 from exporter.webtls import (
     CIPHER_SUITES,
     CLIENT_AUTH,
@@ -109,7 +109,7 @@ def _bcrypt_hash(value: str) -> str:
 
 
 def _rate_interval(value: object) -> float:
-    return 0.0 if value in {0, "0", "0s"} else parse_duration(value)
+    return 0.0 if refuse_boolean(value) in {0, "0", "0s"} else parse_duration(value)
 
 
 TlsVersionName = Annotated[str, _choice(TLS_VERSIONS, "TLS version")]
@@ -131,7 +131,7 @@ class TlsServerConfig(StrictModel):
     cipher_suites: list[Annotated[str, AfterValidator(_cipher_suite)]] = Field(
         default_factory=list
     )
-    prefer_server_cipher_suites: bool = True
+    prefer_server_cipher_suites: Boolean = True
     curve_preferences: list[Annotated[str, _choice(CURVES, "curve")]] = Field(default_factory=list)
 
     @field_validator("curve_preferences")
@@ -235,7 +235,7 @@ def _client_auth_problems(tls: TlsServerConfig) -> list[Problem]:
 class HttpServerConfig(StrictModel):
     """``http_server_config``: response headers (and ``http2``, which cannot be honoured)."""
 
-    http2: bool | None = None
+    http2: Boolean | None = None
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("http2")

@@ -216,6 +216,17 @@ def test_htpasswd_output_is_a_valid_hash(tmp_path: Path) -> None:
                 "refuse every request)"
             ),
         ),
+        (
+            "rate_limit: {interval: off, burst: 5}\n",  # YAML's off is false, not 0 (no limit)
+            (
+                "web.yml:1: rate_limit.interval: false is a boolean, not a number (YAML reads "
+                "true, false, yes, no, on and off as booleans)"
+            ),
+        ),
+        (
+            "http_server_config: {http2: 1}\n",
+            "web.yml:1: http_server_config.http2: 1 is not a boolean: write true or false",
+        ),
         ("- a\n", "web.yml:1: (top level): must be a mapping"),
         ("tls_server_config: [\n", "web.yml:2: invalid YAML"),
     ],

@@ -24,7 +24,7 @@ from cryptography import x509
 from pydantic import Field, PlainValidator, model_validator
 
 from exporter.files import FileError, read_bounded
-from exporter.probes.base import HostName, StrictModel, ascii_host, is_ip
+from exporter.probes.base import Boolean, HostName, StrictModel, ascii_host, is_ip
 from exporter.results import FailureReason, ProbeError, RunRecorder, reason_for
 
 _FAMILIES = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
@@ -187,7 +187,7 @@ class TlsOptions(StrictModel):
 
     server_name: HostName | None = None
     ca_file: Annotated[CaBundle, PlainValidator(load_ca_file)] | None = None
-    verify: bool = True
+    verify: Boolean = True
     expected_issuers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")

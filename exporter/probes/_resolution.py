@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from exporter.probes import _net
-from exporter.probes.base import Family, IPAddress, StrictModel, is_ip
+from exporter.probes.base import Boolean, Family, IPAddress, StrictModel, is_ip
 from exporter.results import ProbeError, RunRecorder, reason_for
 
 # At most this many addresses of a name are tried in one run, in the resolvers' order.
@@ -29,9 +29,9 @@ class Resolution(StrictModel):
 
     address_family: Family = "any"
     resolvers: list[IPAddress] = Field(default_factory=list)
-    also_system_resolver: bool = False
+    also_system_resolver: Boolean = False
     fallback_addresses: list[IPAddress] = Field(default_factory=list)
-    first_address_only: bool = False
+    first_address_only: Boolean = False
 
     @property
     def resolved_family(self) -> str:

@@ -105,7 +105,7 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
 
 
-def _not_a_boolean(value: object) -> object:
+def refuse_boolean(value: object) -> object:
     """Refuse a YAML boolean where a number belongs (pydantic's lax mode would take it as 0 or 1).
 
     YAML 1.1, which PyYAML reads, makes ``yes``, ``no``, ``on`` and ``off`` booleans too.
@@ -115,6 +115,18 @@ def _not_a_boolean(value: object) -> object:
             f"{str(value).lower()} is a boolean, not a number (YAML reads true, false, yes, no, "
             "on and off as booleans)"
         )
+    return value
+
+
+def _a_boolean(value: object) -> object:
+    """Refuse anything but a YAML boolean where one belongs.
+
+    pydantic's lax mode would take 0, 1 and strings such as "yes": ``verify: 0`` would turn
+    certificate checks off unseen.
+    """
+    if not isinstance(value, bool):
+        message = f"{value!r} is not a boolean: write true or false"
+        raise ValueError(message)  # noqa: TRY004 - pydantic turns only ValueError into a problem
     return value
 
 
@@ -299,7 +311,8 @@ HostName = Annotated[str, Field(min_length=1), AfterValidator(check_host)]
 HttpUrl = Annotated[str, AfterValidator(check_url)]
 ProxyUrl = Annotated[str, AfterValidator(partial(check_url, schemes=("http",)))]
 Regex = Annotated[str, AfterValidator(_check_regex)]
-Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Integer = Annotated[int, BeforeValidator(refuse_boolean)]
+Boolean = Annotated[bool, BeforeValidator(_a_boolean)]
 Port = Annotated[Integer, AfterValidator(_check_port)]
 IPAddress = Annotated[str, AfterValidator(_check_ip)]
 Family = Literal["any", "ipv4", "ipv6"]
@@ -384,7 +397,7 @@ class TraceSettings(StrictModel):
     ``min_interval`` the least time between two traces of one address of the probe.
     """
 
-    enabled: bool = False
+    enabled: Boolean = False
     max_hops: Annotated[Integer, Field(ge=1, le=64)] = 30
     min_interval: Interval = 600.0
 

@@ -60,6 +60,7 @@ from exporter.probes._dns_transport import (
 from exporter.probes._dnscrypt import provider_key_bytes
 from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
+    Boolean,
     Integer,
     IPAddress,
     Port,
@@ -121,7 +122,7 @@ class Edns(StrictModel):
     """EDNS(0) on the query."""
 
     payload: Annotated[Integer, Field(ge=512, le=65535)] = 1232
-    dnssec_ok: bool = False
+    dnssec_ok: Boolean = False
 
 
 class DnsExpect(StrictModel):

@@ -23,6 +23,7 @@ from exporter.probes import _net, _proxy, _resolution
 from exporter.probes._net import TlsOptions
 from exporter.probes._trace import PathTarget
 from exporter.probes.base import (
+    Boolean,
     HostName,
     HttpUrl,
     Integer,
@@ -48,7 +49,7 @@ class ProxyCheck(StrictModel):
     absolute form, as browsers do through a forward proxy on port 80.
     """
 
-    enabled: bool = True
+    enabled: Boolean = True
     method: Literal["CONNECT", "GET"] = "CONNECT"
     url: HttpUrl = "http://www.msftconnecttest.com/connecttest.txt"
     # An unauthenticated client gets 401 or 407 from the vendor's proxy: still reachable.
