@@ -404,37 +404,30 @@ async def test_max_requests_answers_503_beyond_the_limit() -> None:
             response.release()
 
 
-def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
-    costly = bcrypt.hashpw(b"secret", bcrypt.gensalt(6)).decode()
-    checked: list[bytes] = []
+def _spied_checks(monkeypatch) -> list[tuple[bytes, bytes]]:
+    """The (password, hash) pairs bcrypt checks from now on (the real check runs)."""
+    checked: list[tuple[bytes, bytes]] = []
     real = bcrypt.checkpw
 
     def spy(password: bytes, hashed: bytes) -> bool:
-        checked.append(hashed)
-        return real(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", spy)
-    users = {"alice": FAST_HASH, "bob": costly}
-    authenticator = websecurity.BasicAuthenticator()
-    header = basic("mallory", "secret")["Authorization"]
-    assert asyncio.run(authenticator.verify(users, header)) is False
-    assert checked == [costly.encode()]  # the costliest hash: as slow as a real user's check
-    assert asyncio.run(authenticator.verify(users, basic("bob", "secret")["Authorization"]))
-    assert asyncio.run(authenticator.verify(users, basic("bob", "secret")["Authorization"]))
-    assert len(checked) == 2  # the second success came from the cache
-
-
-def _spied_checks(monkeypatch) -> list[bytes]:
-    """The passwords bcrypt checks from now on (the real check runs)."""
-    checked: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def spy(password: bytes, hashed: bytes) -> bool:
-        checked.append(password)
+        checked.append((password, hashed))
         return real(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", spy)
     return checked
+
+
+def test_unknown_user_costs_a_bcrypt_check_too(monkeypatch) -> None:
+    costly = bcrypt.hashpw(b"secret", bcrypt.gensalt(6)).decode()
+    checked = _spied_checks(monkeypatch)
+    users = {"alice": FAST_HASH, "bob": costly}
+    authenticator = websecurity.BasicAuthenticator()
+    header = basic("mallory", "secret")["Authorization"]
+    assert asyncio.run(authenticator.verify(users, header)) is False
+    assert checked == [(b"secret", costly.encode())]  # the costliest hash: as slow as a user's
+    assert asyncio.run(authenticator.verify(users, basic("bob", "secret")["Authorization"]))
+    assert asyncio.run(authenticator.verify(users, basic("bob", "secret")["Authorization"]))
+    assert len(checked) == 2  # the second success came from the cache
 
 
 async def _verify_at_once(headers: list[str], users: dict[str, str]) -> list[object]:
@@ -453,7 +446,7 @@ def test_scrapers_with_the_same_credentials_at_once_share_one_check(monkeypatch)
     scrapers = websecurity.MAX_PENDING_CHECKS * 3
     header = basic("alice", "secret")["Authorization"]
     assert asyncio.run(_verify_at_once([header] * scrapers, users)) == [True] * scrapers
-    assert checked == [b"secret"]
+    assert [password for password, _ in checked] == [b"secret"]
 
 
 def test_a_scraper_that_goes_away_does_not_cancel_the_shared_check(monkeypatch) -> None:
@@ -475,7 +468,7 @@ def test_a_scraper_that_goes_away_does_not_cancel_the_shared_check(monkeypatch) 
             authenticator.close()
 
     assert asyncio.run(main()) is True
-    assert checked == [b"secret"]
+    assert [password for password, _ in checked] == [b"secret"]
 
 
 def test_distinct_uncached_checks_beyond_the_pending_bound_are_busy(monkeypatch) -> None:
