@@ -37,16 +37,15 @@ from exporter.runner import run_all_once
 from exporter.status import evaluate
 from exporter.tracer import trace_failures
 from exporter.webconfig import LiveWebConfig, WebConfig, load_web_config
-from exporter.websecurity import (
+from exporter.weblisten import (
     HANDLER_ARGS,
     IDLE_TIMEOUT_SECONDS,
     AcceptErrorLog,
     BadRequestLog,
-    WebGuard,
     listen,
-    middlewares,
     raise_open_files_limit,
 )
+from exporter.websecurity import WebGuard, middlewares
 from exporter.webtls import listener_tls
 
 log = logging.getLogger("exporter")

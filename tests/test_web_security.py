@@ -31,7 +31,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 from aiohttp.test_utils import TestServer
 from conftest import require
 
-from exporter import websecurity
+from exporter import weblisten, websecurity
 from exporter.webconfig import LiveWebConfig, load_web_config
 from exporter.websecurity import WebGuard
 from exporter.webtls import listener_tls
@@ -576,7 +576,7 @@ def test_idle_connections_leave_descriptors_for_the_probes(start, many_descripto
 
 def test_accept_errors_are_one_warning_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     clock = [0.0]
-    handler = websecurity.AcceptErrorLog(interval=10, clock=lambda: clock[0])
+    handler = weblisten.AcceptErrorLog(interval=10, clock=lambda: clock[0])
     loop = asyncio.new_event_loop()
     try:
         for now in (0.0, 1.0, 9.0, 10.0):
@@ -584,7 +584,7 @@ def test_accept_errors_are_one_warning_per_interval(caplog: pytest.LogCaptureFix
             handler(loop, {"exception": OSError(24, "Too many open files")})
     finally:
         loop.close()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "exporter.websecurity"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "exporter.weblisten"]
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert warnings == [
         f"cannot accept connections: Too many open files (open files limit {limit}); "
@@ -619,7 +619,7 @@ async def test_handler_errors_keep_their_traceback(caplog: pytest.LogCaptureFixt
         raise RuntimeError("a bug in a handler")
 
     server_log = logging.getLogger("aiohttp.server")
-    bad_requests = websecurity.BadRequestLog()
+    bad_requests = weblisten.BadRequestLog()
     server_log.addFilter(bad_requests)
     app = web.Application()
     app.router.add_get("/", broken)
@@ -697,11 +697,11 @@ def test_a_family_the_host_lacks_is_skipped_when_listening(
         return real(family, *args, **kwargs)
 
     monkeypatch.setattr(socket, "socket", no_ipv6)
-    listeners = websecurity.listen(None, 0, 4096)
+    listeners = weblisten.listen(None, 0, 4096)
     try:
         assert [listener.family for listener in listeners] == [socket.AF_INET]
     finally:
         for listener in listeners:
             listener.close()
     with pytest.raises(OSError, match="not supported"):
-        websecurity.listen("::1", 0, 4096)
+        weblisten.listen("::1", 0, 4096)
